@@ -1,0 +1,16 @@
+//! Meshward's control-plane wire protocol: the `Certificates`, `Discovery` and `Admin` gRPC
+//! services of `proto/meshward/v1/mesh.proto`, generated at build time (nothing hand-edited).
+
+#![allow(
+    // Generated code: we do not control its docs, idioms or visibility.
+    missing_docs,
+    unreachable_pub,
+    unused_qualifications,
+    clippy::all,
+    rust_2018_idioms
+)]
+
+/// Version 1 of the API.
+pub mod v1 {
+    tonic::include_proto!("meshward.v1");
+}
