@@ -1,0 +1,226 @@
+//! rustls glue: a [`ServerCertVerifier`] for the client side and a [`ClientCertVerifier`] for the
+//! server side, both running [`verify_svid_chain`], plus the one place that builds TLS configs.
+//!
+//! rustls' own `WebPkiServerVerifier` cannot be wrapped on the client side: it insists on a DNS
+//! or IP SAN matching the server name, and an SVID carries only a URI SAN. So both verifiers
+//! call webpki through [`verify_svid_chain`] and check identity instead of names.
+
+use std::sync::{Arc, LazyLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
+    ServerConfig, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+
+use crate::bundle::TrustBundleSet;
+use crate::svid::{AllowedPeers, Side, SvidError, verify_svid_chain};
+
+static PROVIDER: LazyLock<Arc<CryptoProvider>> =
+    LazyLock::new(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+
+/// The crypto provider every Meshward TLS config and verifier uses: aws-lc-rs, passed
+/// explicitly so that no process-wide default is needed (a library must not install one).
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    Arc::clone(&PROVIDER)
+}
+
+fn rejected(err: SvidError) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(err))))
+}
+
+fn chain<'a>(
+    end_entity: &CertificateDer<'a>,
+    intermediates: &[CertificateDer<'a>],
+) -> Vec<CertificateDer<'a>> {
+    let mut chain = Vec::with_capacity(1 + intermediates.len());
+    chain.push(end_entity.clone());
+    chain.extend_from_slice(intermediates);
+    chain
+}
+
+// === impl SpiffeServerVerifier ===
+
+/// Client side: verifies the server's X.509-SVID and that its SPIFFE ID is allowed.
+///
+/// The `ServerName` of the connection is not checked: SVIDs carry no DNS names, and the
+/// identity check against [`AllowedPeers`] takes its place.
+#[derive(Debug)]
+pub struct SpiffeServerVerifier {
+    bundles: Arc<TrustBundleSet>,
+    allowed: AllowedPeers,
+    provider: Arc<CryptoProvider>,
+}
+
+impl SpiffeServerVerifier {
+    /// Trusts the roots in `bundles` and accepts the server identities in `allowed`.
+    pub fn new(bundles: Arc<TrustBundleSet>, allowed: AllowedPeers) -> Self {
+        Self {
+            bundles,
+            allowed,
+            provider: crypto_provider(),
+        }
+    }
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let chain = chain(end_entity, intermediates);
+        verify_svid_chain(&chain, Side::Server, &self.bundles, &self.allowed, now)
+            .map_err(rejected)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+// === impl SpiffeClientVerifier ===
+
+/// Server side: requires a client certificate, verifies it as an X.509-SVID with EKU
+/// clientAuth, and that its SPIFFE ID is allowed.
+#[derive(Debug)]
+pub struct SpiffeClientVerifier {
+    bundles: Arc<TrustBundleSet>,
+    allowed: AllowedPeers,
+    provider: Arc<CryptoProvider>,
+}
+
+impl SpiffeClientVerifier {
+    /// Trusts the roots in `bundles` and accepts the client identities in `allowed`.
+    pub fn new(bundles: Arc<TrustBundleSet>, allowed: AllowedPeers) -> Self {
+        Self {
+            bundles,
+            allowed,
+            provider: crypto_provider(),
+        }
+    }
+}
+
+impl ClientCertVerifier for SpiffeClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // No hints: a mesh client has exactly one SVID, so there is nothing to choose between.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let chain = chain(end_entity, intermediates);
+        verify_svid_chain(&chain, Side::Client, &self.bundles, &self.allowed, now)
+            .map_err(rejected)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+// === configs ===
+
+/// A client config that presents `cert_chain`/`key` and accepts servers allowed by `allowed`.
+pub fn client_config(
+    bundles: Arc<TrustBundleSet>,
+    allowed: AllowedPeers,
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ClientConfig, rustls::Error> {
+    ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        // Safe: this verifier runs full webpki chain validation, then checks SPIFFE identity
+        // in place of the DNS name check it replaces.
+        .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(bundles, allowed)))
+        .with_client_auth_cert(cert_chain, key)
+}
+
+/// A server config that presents `cert_chain`/`key` and requires clients allowed by `allowed`.
+pub fn server_config(
+    bundles: Arc<TrustBundleSet>,
+    allowed: AllowedPeers,
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, rustls::Error> {
+    ServerConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(Arc::new(SpiffeClientVerifier::new(bundles, allowed)))
+        .with_single_cert(cert_chain, key)
+}
+
+#[cfg(test)]
+mod tests;
