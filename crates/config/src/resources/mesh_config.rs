@@ -1,0 +1,75 @@
+//! Istio's MeshConfig, the subset Meshward reads: trust domain and aliases, root namespace,
+//! auto-mTLS, path normalization.
+
+use serde::{Deserialize, Serialize};
+
+/// Mesh-wide settings with Istio's field names and defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshConfig {
+    /// The trust domain of workload identities.
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+    /// Other trust domains treated as this one (migration between domains).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_domain_aliases: Vec<String>,
+    /// Where mesh-wide policies live.
+    #[serde(default = "default_root_namespace")]
+    pub root_namespace: String,
+    /// Clients originate mesh mTLS to sidecar endpoints when no DestinationRule sets `tls`.
+    #[serde(default = "default_true")]
+    pub enable_auto_mtls: bool,
+    /// How request paths are normalized before authorization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_normalization: Option<PathNormalization>,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            trust_domain: default_trust_domain(),
+            trust_domain_aliases: Vec::new(),
+            root_namespace: default_root_namespace(),
+            enable_auto_mtls: true,
+            path_normalization: None,
+        }
+    }
+}
+
+/// `pathNormalization: {normalization: …}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PathNormalization {
+    /// The normalization; DEFAULT means BASE.
+    #[serde(default)]
+    pub normalization: NormalizationType,
+}
+
+/// `ProxyPathNormalization.NormalizationType`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NormalizationType {
+    /// Same as BASE.
+    #[default]
+    Default,
+    /// No normalization.
+    None,
+    /// RFC 3986 normalization.
+    Base,
+    /// BASE plus merging slashes.
+    MergeSlashes,
+    /// BASE plus decoding `%2F`/`%5C` and merging slashes.
+    DecodeAndMergeSlashes,
+}
+
+fn default_trust_domain() -> String {
+    "cluster.local".to_owned()
+}
+
+fn default_root_namespace() -> String {
+    "istio-system".to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
