@@ -1,0 +1,234 @@
+//! Health and admin HTTP: `/healthz/ready` on the readiness port, and on the admin port (to
+//! loopback clients only) `/config_dump`, `/certs`, `/logging?level=` and `/quitquitquit`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::creds::CredsReceiver;
+use crate::drain::Drain;
+use crate::view::View;
+use crate::web::{Body, full, http1_server, reply};
+
+/// Changes the log filter at runtime (`/logging?level=`); returns the filter now in force.
+pub type LogControl = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
+
+/// Below this fraction of its lifetime left, a certificate whose renewal is failing makes the
+/// proxy not ready.
+const RENEWAL_GRACE: f64 = 0.1;
+
+/// What the control-plane client reports about itself.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// Whether a first view has been applied.
+    pub has_view: bool,
+    /// The last renewal error, cleared by a successful renewal.
+    pub renewal_error: Option<String>,
+}
+
+/// Readiness: a valid certificate, a first view, not draining, and renewal not failing near
+/// expiry.
+#[derive(Debug, Clone)]
+pub struct Health {
+    /// Current credentials.
+    pub creds: CredsReceiver,
+    /// Control-plane status.
+    pub status: watch::Receiver<Status>,
+    /// The proxy's drain.
+    pub drain: Drain,
+}
+
+impl Health {
+    /// `Ok` when ready, else why not.
+    pub fn check(&self) -> Result<(), String> {
+        if self.drain.is_signaled() {
+            return Err("draining".to_owned());
+        }
+        let Some(creds) = self.creds.borrow().clone() else {
+            return Err("no certificate yet".to_owned());
+        };
+        let now = SystemTime::now();
+        if creds.is_expired(now) {
+            return Err("certificate expired".to_owned());
+        }
+        let status = self.status.borrow().clone();
+        if !status.has_view {
+            return Err("no configuration from the control plane yet".to_owned());
+        }
+        if let Some(err) = status.renewal_error {
+            let life = creds
+                .not_after()
+                .duration_since(creds.not_before())
+                .unwrap_or_default();
+            let left = creds.not_after().duration_since(now).unwrap_or_default();
+            if left.as_secs_f64() < life.as_secs_f64() * RENEWAL_GRACE {
+                return Err(format!("certificate renewal keeps failing: {err}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until ready (or the drain), checking whenever credentials or status change.
+    pub async fn wait_ready(&self) -> bool {
+        let mut creds = self.creds.clone();
+        let mut status = self.status.clone();
+        loop {
+            if self.check().is_ok() {
+                return true;
+            }
+            tokio::select! {
+                () = self.drain.signaled() => return false,
+                r = creds.changed() => if r.is_err() { return false },
+                r = status.changed() => if r.is_err() { return false },
+            }
+        }
+    }
+}
+
+/// What the admin endpoints read and control.
+#[derive(Clone)]
+pub struct Admin {
+    /// Readiness inputs (and the credentials).
+    pub health: Health,
+    /// The current view.
+    pub view: watch::Receiver<Arc<View>>,
+    /// The workload served, `name.ns`, if known.
+    pub workload: Option<String>,
+    /// Runtime log filter control.
+    pub log: Option<LogControl>,
+    /// Cancelled by `/quitquitquit`.
+    pub quit: CancellationToken,
+}
+
+fn json_reply(value: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(full(format!("{value:#}\n")));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+impl Admin {
+    fn route(&self, req: &Request<Incoming>) -> Response<Body> {
+        let certs = || self.health.creds.borrow().as_ref().map(|c| c.summary());
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/healthz/ready") => self.ready(),
+            (&Method::GET, "/config_dump") => {
+                let view = self.view.borrow().clone();
+                json_reply(&json!({
+                    "workload": self.workload,
+                    "view": &*view,
+                    "certs": certs(),
+                    "ready": self.health.check().err().unwrap_or_else(|| "ready".to_owned()),
+                }))
+            }
+            (&Method::GET, "/certs") => json_reply(&json!({ "certificate": certs() })),
+            (&Method::POST | &Method::GET, "/logging") => self.logging(req),
+            (&Method::POST, "/quitquitquit") => {
+                self.quit.cancel();
+                reply(StatusCode::OK, "OK")
+            }
+            (_, "/quitquitquit") => reply(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+            _ => reply(StatusCode::NOT_FOUND, "unknown admin path"),
+        }
+    }
+
+    fn ready(&self) -> Response<Body> {
+        match self.health.check() {
+            Ok(()) => reply(StatusCode::OK, "ready"),
+            Err(reason) => reply(StatusCode::SERVICE_UNAVAILABLE, reason),
+        }
+    }
+
+    fn logging(&self, req: &Request<Incoming>) -> Response<Body> {
+        let Some(log) = &self.log else {
+            return reply(
+                StatusCode::NOT_IMPLEMENTED,
+                "log level is not adjustable here",
+            );
+        };
+        let level = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("level="));
+        match level {
+            Some(level) => match log(level) {
+                Ok(now) => reply(StatusCode::OK, format!("log filter: {now}")),
+                Err(err) => reply(StatusCode::BAD_REQUEST, err),
+            },
+            None => reply(
+                StatusCode::BAD_REQUEST,
+                "usage: /logging?level=info|debug|...",
+            ),
+        }
+    }
+
+    /// Serves until `stop`; only loopback peers are answered unless `ready_only` (the
+    /// readiness port answers `/healthz/ready` to anyone).
+    pub async fn serve(self, listener: TcpListener, ready_only: bool, stop: CancellationToken) {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                () = stop.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(a) => a,
+                    Err(err) => {
+                        tracing::warn!(%err, "admin accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let me = self.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move { me.serve_conn(tcp, peer, ready_only, stop).await });
+        }
+    }
+
+    async fn serve_conn(
+        self,
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+        ready_only: bool,
+        stop: CancellationToken,
+    ) {
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let resp = if ready_only {
+                if req.uri().path() == "/healthz/ready" {
+                    self.ready()
+                } else {
+                    reply(StatusCode::NOT_FOUND, "only /healthz/ready here")
+                }
+            } else if !peer.ip().is_loopback() {
+                reply(StatusCode::FORBIDDEN, "admin is for loopback clients only")
+            } else {
+                self.route(&req)
+            };
+            async move { Ok::<_, Infallible>(resp) }
+        });
+        let conn = http1_server().serve_connection(TokioIo::new(tcp), svc);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            () = stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(err) = result {
+            tracing::debug!(%err, "admin connection ended");
+        }
+    }
+}

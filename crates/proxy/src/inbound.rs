@@ -1,0 +1,281 @@
+//! Inbound: the workload's service ports on the workload address.
+//!
+//! Each connection's first bytes are sniffed ([`detect`]). A ClientHello with a mesh ALPN on a
+//! STRICT or PERMISSIVE port is terminated as mTLS with a required client SVID; on a DISABLE
+//! port it is forwarded as bytes. Anything else is closed on STRICT and forwarded on
+//! PERMISSIVE and DISABLE. HTTP is forwarded through [`http`] (XFCC set or stripped), other
+//! bytes are spliced raw, both to `app_address:port`.
+//!
+//! The mode is read from the current view for every new connection; no credentials means no
+//! mTLS (fail closed). Listeners follow the view: ports are bound when they appear and closed
+//! when they go.
+
+pub mod detect;
+pub mod http;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::HeaderValue;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use self::detect::{Protocol, Transport};
+use self::http::AppTarget;
+use crate::config::{MtlsMode, Timeouts};
+use crate::creds::{CredsReceiver, peer_id};
+use crate::drain::Drain;
+use crate::io::{Prefixed, splice};
+use crate::view::View;
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Shared state of every inbound listener.
+#[derive(Debug)]
+pub struct Inbound {
+    address: IpAddr,
+    app_address: IpAddr,
+    creds: CredsReceiver,
+    view: watch::Receiver<Arc<View>>,
+    timeouts: Timeouts,
+    drain: Drain,
+}
+
+impl Inbound {
+    /// Inbound for the workload at `address` whose app listens on `app_address`.
+    pub fn new(
+        address: IpAddr,
+        app_address: IpAddr,
+        creds: CredsReceiver,
+        view: watch::Receiver<Arc<View>>,
+        timeouts: Timeouts,
+        drain: Drain,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            address,
+            app_address,
+            creds,
+            view,
+            timeouts,
+            drain,
+        })
+    }
+
+    /// Binds every port of the current view and keeps the listeners in step with later views.
+    /// Fails if a port of the current view cannot be bound.
+    pub async fn start(self: &Arc<Self>) -> io::Result<Vec<SocketAddr>> {
+        let mut listeners = BTreeMap::new();
+        let ports: Vec<u16> = self.view.borrow().inbound.keys().copied().collect();
+        let mut bound = Vec::new();
+        for port in ports {
+            let (addr, stop) = self.bind(port).await?;
+            bound.push(addr);
+            listeners.insert(port, stop);
+        }
+        let me = Arc::clone(self);
+        tokio::spawn(me.follow_view(listeners));
+        Ok(bound)
+    }
+
+    async fn bind(self: &Arc<Self>, port: u16) -> io::Result<(SocketAddr, CancellationToken)> {
+        let addr = SocketAddr::new(self.address, port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind inbound {addr}: {e}")))?;
+        let stop = self.drain.token().child_token();
+        tracing::info!(%addr, "inbound listening");
+        tokio::spawn(Arc::clone(self).accept_loop(port, listener, stop.clone()));
+        Ok((addr, stop))
+    }
+
+    async fn follow_view(self: Arc<Self>, mut listeners: BTreeMap<u16, CancellationToken>) {
+        let mut view = self.view.clone();
+        loop {
+            tokio::select! {
+                () = self.drain.signaled() => return,
+                changed = view.changed() => if changed.is_err() { return },
+            }
+            let wanted: Vec<u16> = view.borrow_and_update().inbound.keys().copied().collect();
+            listeners.retain(|port, stop| {
+                let keep = wanted.contains(port);
+                if !keep {
+                    tracing::info!(port, "inbound port removed");
+                    stop.cancel();
+                }
+                keep
+            });
+            for port in wanted {
+                if listeners.contains_key(&port) {
+                    continue;
+                }
+                match self.bind(port).await {
+                    Ok((_, stop)) => {
+                        listeners.insert(port, stop);
+                    }
+                    // Retried on the next view; nothing is served on it meanwhile.
+                    Err(err) => tracing::error!(%err, "inbound port not served"),
+                }
+            }
+        }
+    }
+
+    async fn accept_loop(
+        self: Arc<Self>,
+        port: u16,
+        listener: TcpListener,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                () = stop.cancelled() => return,
+                r = listener.accept() => r,
+            };
+            match accepted {
+                Ok((tcp, peer)) => {
+                    let me = Arc::clone(&self);
+                    self.drain
+                        .spawn(async move { me.handle(port, tcp, peer).await });
+                }
+                Err(err) => {
+                    tracing::warn!(%err, port, "inbound accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(self: Arc<Self>, port: u16, mut tcp: TcpStream, peer: SocketAddr) {
+        let _ = tcp.set_nodelay(true);
+        if self.view.borrow().inbound_mode(port).is_none() {
+            return;
+        }
+        let (prefix, transport) = match detect::sniff_transport(
+            &mut tcp,
+            self.timeouts.first_byte,
+            self.timeouts.handshake,
+        )
+        .await
+        {
+            Ok(sniffed) => sniffed,
+            Err(err) => {
+                tracing::debug!(%err, %peer, port, "inbound connection failed while sniffing");
+                return;
+            }
+        };
+        // The mode may have changed while sniffing: decide with the newest one.
+        let Some(mode) = self.view.borrow().inbound_mode(port) else {
+            return;
+        };
+        let io = Prefixed::new(prefix, tcp);
+        match (mode, transport) {
+            (MtlsMode::Strict | MtlsMode::Permissive, Transport::MeshTls) => {
+                self.terminate(port, io, peer).await;
+            }
+            (MtlsMode::Strict, other) => {
+                // Dropping the socket with unread bytes resets it: the client sees a reset,
+                // as with Istio, and the app sees nothing.
+                tracing::info!(%peer, port, transport = ?other, "refused: STRICT port requires mesh mTLS");
+            }
+            (MtlsMode::Permissive | MtlsMode::Disable, Transport::Silent) => {
+                self.forward_raw(port, io).await;
+            }
+            (MtlsMode::Permissive | MtlsMode::Disable, _) => {
+                self.forward(port, io, None).await;
+            }
+        }
+    }
+
+    async fn terminate(&self, port: u16, io: Prefixed<TcpStream>, peer: SocketAddr) {
+        let Some(creds) = self.creds.borrow().clone() else {
+            tracing::warn!(%peer, port, "refused mTLS: no certificate yet");
+            return;
+        };
+        let acceptor = TlsAcceptor::from(creds.server_config());
+        let tls = match tokio::time::timeout(self.timeouts.handshake, acceptor.accept(io)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(err)) => {
+                tracing::info!(%err, %peer, port, "inbound mTLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(%peer, port, "inbound mTLS handshake timed out");
+                return;
+            }
+        };
+        // The verifier required a client SVID, so a verified peer always has an ID.
+        let Some(peer_id) = peer_id(tls.get_ref().1.peer_certificates()) else {
+            tracing::warn!(%peer, port, "mTLS peer without a SPIFFE ID");
+            return;
+        };
+        tracing::debug!(%peer, port, peer_id = %peer_id, "inbound mTLS");
+        let xfcc = HeaderValue::try_from(format!("By={};URI={peer_id}", creds.id())).ok();
+        if xfcc.is_none() {
+            // Only possible for IDs with bytes a header cannot carry; never forward unlabelled.
+            tracing::warn!(%peer, port, "identity cannot be put in a header");
+            return;
+        }
+        self.forward(port, tls, xfcc).await;
+    }
+
+    /// Forwards a stream whose peer is `xfcc` (verified) or unknown (`None`).
+    async fn forward<S>(&self, port: u16, mut io: S, xfcc: Option<HeaderValue>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let sniffed = detect::sniff_protocol(
+            &mut io,
+            Vec::new(),
+            self.timeouts.first_byte,
+            self.timeouts.handshake,
+        )
+        .await;
+        let (prefix, protocol) = match sniffed {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::debug!(%err, port, "inbound stream failed while sniffing");
+                return;
+            }
+        };
+        let io = Prefixed::new(prefix, io);
+        let target = AppTarget {
+            address: SocketAddr::new(self.app_address, port),
+            connect_timeout: self.timeouts.connect,
+            xfcc,
+        };
+        match protocol {
+            Protocol::Http1 => http::serve_http1(io, target, self.drain.clone()).await,
+            Protocol::Http2 => http::serve_http2(io, target, self.drain.clone()).await,
+            Protocol::Opaque => self.forward_raw(port, io).await,
+        }
+    }
+
+    async fn forward_raw<S>(&self, port: u16, mut io: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let app = SocketAddr::new(self.app_address, port);
+        let mut upstream =
+            match tokio::time::timeout(self.timeouts.connect, TcpStream::connect(app)).await {
+                Ok(Ok(tcp)) => tcp,
+                Ok(Err(err)) => {
+                    tracing::warn!(%err, %app, "cannot connect to the app");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%app, "timed out connecting to the app");
+                    return;
+                }
+            };
+        let _ = upstream.set_nodelay(true);
+        if let Err(err) = splice(&mut io, &mut upstream).await {
+            tracing::debug!(%err, %app, "inbound TCP stream ended");
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Outbound: how the app reaches the mesh. An HTTP/1.1 forward proxy with `CONNECT`
+//! ([`http_proxy`]) and static upstream listeners ([`upstream`]), both over [`connect`], which
+//! originates mTLS with this proxy's SVID and refuses any server whose SPIFFE ID is not the
+//! expected one before a byte of the request is sent.
+
+pub mod http_proxy;
+pub mod upstream;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::StatusCode;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
+
+use crate::config::Timeouts;
+use crate::creds::{CredsError, CredsReceiver};
+use crate::drain::Drain;
+use crate::view::{Route, View};
+
+/// A connection to an upstream: plaintext or mTLS.
+pub type MeshStream = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// Why an upstream connection was not made. Each maps to the status the client sees.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// No certificate yet: mTLS cannot be originated.
+    #[error("no workload certificate yet")]
+    NoCredentials,
+    /// The client config cannot be built.
+    #[error("TLS configuration: {0}")]
+    Creds(#[from] CredsError),
+    /// TCP connect failed.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// Upstream address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// TCP connect or TLS handshake took too long.
+    #[error("timed out connecting to {0}")]
+    Timeout(SocketAddr),
+    /// The TLS handshake failed, e.g. the server is not the expected identity.
+    #[error("mTLS handshake with {addr} failed: {source}")]
+    Handshake {
+        /// Upstream address.
+        addr: SocketAddr,
+        /// The TLS error, naming the rejected identity when that is the reason.
+        source: io::Error,
+    },
+}
+
+impl ConnectError {
+    /// The HTTP status a forward-proxy client gets: 502 when the upstream answered wrongly
+    /// (bad identity, failed handshake), 503 when it could not be reached or we are not ready.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Handshake { .. } => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// Shared state of the outbound side.
+#[derive(Debug)]
+pub struct Outbound {
+    creds: CredsReceiver,
+    view: watch::Receiver<Arc<View>>,
+    timeouts: Timeouts,
+    drain: Drain,
+}
+
+impl Outbound {
+    /// Outbound with the given credentials and view.
+    pub fn new(
+        creds: CredsReceiver,
+        view: watch::Receiver<Arc<View>>,
+        timeouts: Timeouts,
+        drain: Drain,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            creds,
+            view,
+            timeouts,
+            drain,
+        })
+    }
+
+    /// Connects along `route`, offering `alpn` when it is mTLS.
+    pub async fn connect(&self, route: &Route, alpn: &[u8]) -> Result<MeshStream, ConnectError> {
+        let tls = match route {
+            Route::Plain { .. } => None,
+            Route::Mtls { expected, .. } => {
+                // Credentials first: without them nothing is sent at all.
+                let creds = self
+                    .creds
+                    .borrow()
+                    .clone()
+                    .ok_or(ConnectError::NoCredentials)?;
+                Some(creds.client_config(expected, alpn)?)
+            }
+        };
+        let addr = route.address();
+        let tcp = tokio::time::timeout(self.timeouts.connect, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout(addr))?
+            .map_err(|source| ConnectError::Connect { addr, source })?;
+        let _ = tcp.set_nodelay(true);
+        let Some(config) = tls else {
+            return Ok(Either::Left(tcp));
+        };
+        // The server name is the IP: no SNI is sent, and the SPIFFE verifier checks the
+        // identity instead of a name.
+        let name = ServerName::IpAddress(addr.ip().into());
+        let handshake = TlsConnector::from(config).connect(name, tcp);
+        let tls = tokio::time::timeout(self.timeouts.handshake, handshake)
+            .await
+            .map_err(|_| ConnectError::Timeout(addr))?
+            .map_err(|source| ConnectError::Handshake { addr, source })?;
+        Ok(Either::Right(tls))
+    }
+}

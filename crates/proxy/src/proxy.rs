@@ -1,0 +1,216 @@
+//! Assembly: binds every listener, starts the credential source, and runs until a shutdown,
+//! then drains.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::admin::LogControl;
+use crate::admin::{Admin, Health, Status};
+use crate::config::{IdentitySource, ProxyConfig};
+use crate::creds::{CredsStore, FileError, load_files, watch_files};
+use crate::drain::Drain;
+use crate::inbound::Inbound;
+use crate::outbound::Outbound;
+use crate::view::View;
+
+/// Why the proxy cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A listener cannot be bound.
+    #[error("{what}: cannot bind {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Its address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// An inbound port cannot be bound.
+    #[error("{0}")]
+    Inbound(io::Error),
+    /// The static identity files cannot be used.
+    #[error("identity: {0}")]
+    Identity(#[from] FileError),
+}
+
+/// The addresses the proxy listens on.
+#[derive(Debug, Clone, Default)]
+pub struct Bound {
+    /// Inbound service ports.
+    pub inbound: Vec<SocketAddr>,
+    /// The outbound forward proxy.
+    pub outbound: Option<SocketAddr>,
+    /// Static upstream listeners, in flag order.
+    pub upstreams: Vec<SocketAddr>,
+    /// Admin.
+    pub admin: Option<SocketAddr>,
+    /// Readiness.
+    pub ready: Option<SocketAddr>,
+}
+
+/// A running proxy.
+#[derive(Debug)]
+pub struct Proxy {
+    bound: Bound,
+    drain: Drain,
+    quit: CancellationToken,
+    stop_admin: CancellationToken,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { what, addr, source })
+}
+
+impl Proxy {
+    /// Loads the identity, binds every listener and starts serving. Returns once everything is
+    /// bound; readiness follows when a certificate and a view are in place.
+    pub async fn start(config: ProxyConfig, log: Option<LogControl>) -> Result<Self, Error> {
+        let drain = Drain::new();
+        let quit = CancellationToken::new();
+        let stop_admin = CancellationToken::new();
+        let store = CredsStore::new();
+        let creds = store.subscribe();
+
+        let namespace = config
+            .workload
+            .as_ref()
+            .map_or_else(|| "default".to_owned(), |w| w.namespace.clone());
+        let view = View {
+            version: 0,
+            namespace,
+            trust_domain: config.trust_domain.clone(),
+            inbound: config
+                .inbound
+                .iter()
+                .map(|p| (p.port, p.mode))
+                .collect::<BTreeMap<_, _>>(),
+            services: Vec::new(),
+        };
+        let (_view_tx, view_rx) = watch::channel(Arc::new(view));
+        let (status_tx, status_rx) = watch::channel(Status::default());
+
+        match &config.identity {
+            IdentitySource::Files { cert, key, bundle } => {
+                store.publish(load_files(cert, key, bundle, &config.trust_domain).await?);
+                tokio::spawn(watch_files(
+                    store.clone(),
+                    cert.clone(),
+                    key.clone(),
+                    bundle.clone(),
+                    config.trust_domain.clone(),
+                    drain.token().clone(),
+                ));
+                // Standalone: the flags are the whole configuration.
+                status_tx.send_modify(|s| s.has_view = true);
+            }
+        }
+
+        let mut bound = Bound::default();
+        let inbound = Inbound::new(
+            config.address,
+            config.app_address,
+            creds.clone(),
+            view_rx.clone(),
+            config.timeouts,
+            drain.clone(),
+        );
+        bound.inbound = inbound.start().await.map_err(Error::Inbound)?;
+
+        let outbound = Outbound::new(
+            creds.clone(),
+            view_rx.clone(),
+            config.timeouts,
+            drain.clone(),
+        );
+        if config.outbound_port != 0 {
+            let addr = SocketAddr::new(config.address, config.outbound_port);
+            let listener = bind("outbound", addr).await?;
+            bound.outbound = Some(listener.local_addr().unwrap_or(addr));
+            tokio::spawn(Arc::clone(&outbound).serve_http_proxy(listener));
+        }
+        for upstream in &config.upstreams {
+            let listener = bind("upstream", upstream.listen).await?;
+            bound
+                .upstreams
+                .push(listener.local_addr().unwrap_or(upstream.listen));
+            tokio::spawn(Arc::clone(&outbound).serve_upstream(upstream.clone(), listener));
+        }
+
+        let health = Health {
+            creds,
+            status: status_rx,
+            drain: drain.clone(),
+        };
+        let admin = Admin {
+            health: health.clone(),
+            view: view_rx,
+            workload: config.workload.as_ref().map(ToString::to_string),
+            log,
+            quit: quit.clone(),
+        };
+        for (what, port, ready_only) in [
+            ("admin", config.admin_port, false),
+            ("readiness", config.ready_port, true),
+        ] {
+            if port == 0 {
+                continue;
+            }
+            let addr = SocketAddr::new(config.address, port);
+            let listener = bind(what, addr).await?;
+            let local = listener.local_addr().unwrap_or(addr);
+            if ready_only {
+                bound.ready = Some(local);
+            } else {
+                bound.admin = Some(local);
+            }
+            tokio::spawn(
+                admin
+                    .clone()
+                    .serve(listener, ready_only, stop_admin.clone()),
+            );
+        }
+
+        let summary = format!("{bound:?}");
+        tokio::spawn(async move {
+            if health.wait_ready().await {
+                tracing::info!(listeners = %summary, "proxy ready");
+            }
+        });
+        Ok(Self {
+            bound,
+            drain,
+            quit,
+            stop_admin,
+        })
+    }
+
+    /// Where the proxy listens.
+    pub fn bound(&self) -> &Bound {
+        &self.bound
+    }
+
+    /// Resolves when `/quitquitquit` was called.
+    pub async fn quit_requested(&self) {
+        self.quit.cancelled().await;
+    }
+
+    /// Turns not-ready, stops accepting, and waits up to `timeout` for in-flight connections.
+    /// Returns whether everything finished in time.
+    pub async fn shutdown(self, timeout: Duration) -> bool {
+        tracing::info!(?timeout, "draining");
+        let clean = self.drain.drain(timeout).await;
+        self.stop_admin.cancel();
+        clean
+    }
+}

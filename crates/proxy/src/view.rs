@@ -1,0 +1,190 @@
+//! What the proxy currently knows about the mesh: its workload's inbound ports with their
+//! PeerAuthentication modes, and the services it may call. Built from flags (standalone) or
+//! from the control plane's `ProxyView` ([`proto`]), validated before it replaces the last one.
+
+pub mod proto;
+mod resolve;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use meshward_identity::{SpiffeId, TrustDomain};
+use serde::{Serialize, Serializer};
+
+pub use resolve::ResolveError;
+
+use crate::config::MtlsMode;
+
+/// The compiled view one proxy works from.
+#[derive(Debug, Serialize)]
+pub struct View {
+    /// The control plane's version; 0 for a view built from flags.
+    pub version: u64,
+    /// The namespace short names resolve in.
+    pub namespace: String,
+    /// The local trust domain.
+    #[serde(serialize_with = "display")]
+    pub trust_domain: TrustDomain,
+    /// Inbound service ports and their modes.
+    pub inbound: BTreeMap<u16, MtlsMode>,
+    /// Services this proxy may call.
+    pub services: Vec<Service>,
+}
+
+/// A mesh service.
+#[derive(Debug, Serialize)]
+pub struct Service {
+    /// Fully qualified name, `name.ns.svc.cluster.local`.
+    pub host: String,
+    /// Short name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Virtual address, if any.
+    pub address: Option<IpAddr>,
+    /// Ports.
+    pub ports: Vec<ServicePort>,
+}
+
+/// How the client sidecar talks to the endpoints of one service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TlsMode {
+    /// Mesh mTLS, server SPIFFE ID checked.
+    IstioMutual,
+    /// Plaintext.
+    Disable,
+    /// Auto-mTLS: mesh mTLS to endpoints with a sidecar, plaintext to the others.
+    Auto,
+    /// A mode this proxy does not originate yet (SIMPLE, MUTUAL): connections are refused.
+    Unsupported,
+}
+
+/// One port of a service.
+#[derive(Debug, Serialize)]
+pub struct ServicePort {
+    /// The service port.
+    pub port: u16,
+    /// Accepted server identities; empty means each endpoint's own identity.
+    #[serde(serialize_with = "display_all")]
+    pub subject_alt_names: Vec<SpiffeId>,
+    /// Endpoints, picked round robin.
+    pub endpoints: Vec<Endpoint>,
+    #[serde(skip)]
+    next: AtomicUsize,
+}
+
+/// One endpoint of a service port.
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    /// Where to connect (the endpoint's sidecar for meshed endpoints).
+    pub address: SocketAddr,
+    /// The SPIFFE ID it runs as, when known.
+    #[serde(serialize_with = "display_opt")]
+    pub identity: Option<SpiffeId>,
+    /// Whether a sidecar terminates mTLS there.
+    pub has_sidecar: bool,
+    /// How to connect to it (resolved by the control plane).
+    pub tls: TlsMode,
+    /// Why this mode (for errors and dumps).
+    pub tls_source: String,
+}
+
+/// How to reach one chosen endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// mTLS to `address`, accepting only a server named in `expected`.
+    Mtls {
+        /// Where to connect.
+        address: SocketAddr,
+        /// Accepted server identities (never empty).
+        expected: Vec<SpiffeId>,
+    },
+    /// Plaintext to `address`.
+    Plain {
+        /// Where to connect.
+        address: SocketAddr,
+    },
+}
+
+impl Route {
+    /// The address connected to.
+    pub fn address(&self) -> SocketAddr {
+        match self {
+            Self::Mtls { address, .. } | Self::Plain { address } => *address,
+        }
+    }
+}
+
+impl ServicePort {
+    /// A service port; `next` starts at the first endpoint.
+    pub fn new(port: u16, subject_alt_names: Vec<SpiffeId>, endpoints: Vec<Endpoint>) -> Self {
+        Self {
+            port,
+            subject_alt_names,
+            endpoints,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Picks the next endpoint (round robin) and decides how to reach it.
+    pub fn route(&self) -> Result<Route, ResolveError> {
+        if self.endpoints.is_empty() {
+            return Err(ResolveError::NoEndpoints);
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        let ep = &self.endpoints[i];
+        let mtls = match ep.tls {
+            TlsMode::IstioMutual => true,
+            TlsMode::Disable => false,
+            TlsMode::Auto => ep.has_sidecar,
+            TlsMode::Unsupported => {
+                return Err(ResolveError::UnsupportedTls(ep.tls_source.clone()));
+            }
+        };
+        if !mtls {
+            return Ok(Route::Plain {
+                address: ep.address,
+            });
+        }
+        let expected = if self.subject_alt_names.is_empty() {
+            ep.identity.iter().cloned().collect()
+        } else {
+            self.subject_alt_names.clone()
+        };
+        if expected.is_empty() {
+            // Deny when in doubt: mTLS to a server whose identity nobody stated proves nothing.
+            return Err(ResolveError::NoExpectedIdentity(ep.address));
+        }
+        Ok(Route::Mtls {
+            address: ep.address,
+            expected,
+        })
+    }
+}
+
+impl View {
+    /// The mode of an inbound port, `None` when the port is not served.
+    pub fn inbound_mode(&self, port: u16) -> Option<MtlsMode> {
+        self.inbound.get(&port).copied()
+    }
+}
+
+fn display<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn display_opt<T: std::fmt::Display, S: Serializer>(
+    v: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
+fn display_all<T: std::fmt::Display, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(ToString::to_string))
+}

@@ -1,0 +1,180 @@
+//! Host name → service, as Kubernetes DNS resolves names for a pod in the caller's namespace:
+//! `name`, `name.ns`, `name.ns.svc`, `name.ns.svc.<domain>` and the service's virtual address.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::{Service, ServicePort, View};
+
+/// Why a destination cannot be reached through the mesh.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// No mesh service has this name or address.
+    #[error("unknown service `{0}`: not a mesh service this proxy knows")]
+    UnknownService(String),
+    /// The service exists but not on this port.
+    #[error("service `{host}` has no port {port}")]
+    UnknownPort {
+        /// The service's FQDN.
+        host: String,
+        /// The requested port.
+        port: u16,
+    },
+    /// The port has no endpoints.
+    #[error("no healthy endpoints")]
+    NoEndpoints,
+    /// The DestinationRule asks for a TLS mode this proxy cannot originate.
+    #[error("TLS origination mode not supported by this proxy ({0})")]
+    UnsupportedTls(String),
+    /// mTLS without any expected server identity.
+    #[error("endpoint {0} has no known identity to verify")]
+    NoExpectedIdentity(SocketAddr),
+}
+
+impl View {
+    /// The service port for `host:port`, with short names resolved in this view's namespace.
+    pub fn resolve(&self, host: &str, port: u16) -> Result<&ServicePort, ResolveError> {
+        let service = self
+            .find_service(host)
+            .ok_or_else(|| ResolveError::UnknownService(host.to_owned()))?;
+        service
+            .ports
+            .iter()
+            .find(|p| p.port == port)
+            .ok_or_else(|| ResolveError::UnknownPort {
+                host: service.host.clone(),
+                port,
+            })
+    }
+
+    fn find_service(&self, host: &str) -> Option<&Service> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(&host);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return self.services.iter().find(|s| s.address == Some(ip));
+        }
+        self.services
+            .iter()
+            .find(|s| self.names(s).any(|n| n == host))
+    }
+
+    /// Every name `service` answers to from this view's namespace.
+    fn names<'a>(&'a self, service: &'a Service) -> impl Iterator<Item = String> + 'a {
+        let fq = service.host.to_ascii_lowercase();
+        let ns_form = format!("{}.{}", service.name, service.namespace).to_ascii_lowercase();
+        let svc_form = format!("{ns_form}.svc");
+        let local =
+            (service.namespace == self.namespace).then(|| service.name.to_ascii_lowercase());
+        [Some(fq), Some(ns_form), Some(svc_form), local]
+            .into_iter()
+            .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::view::{Endpoint, Route, TlsMode};
+
+    fn view() -> View {
+        let ep = |ip: &str, sa: &str| Endpoint {
+            address: format!("{ip}:8080").parse().unwrap(),
+            identity: Some(
+                format!("spiffe://cluster.local/ns/team-app/sa/{sa}")
+                    .parse()
+                    .unwrap(),
+            ),
+            has_sidecar: true,
+            tls: TlsMode::Auto,
+            tls_source: "auto-mTLS".into(),
+        };
+        View {
+            version: 1,
+            namespace: "team-app".into(),
+            trust_domain: "cluster.local".parse().unwrap(),
+            inbound: BTreeMap::new(),
+            services: vec![Service {
+                host: "httpbin-svc.team-app.svc.cluster.local".into(),
+                name: "httpbin-svc".into(),
+                namespace: "team-app".into(),
+                address: Some("10.96.0.10".parse().unwrap()),
+                ports: vec![ServicePort::new(
+                    8080,
+                    vec![],
+                    vec![ep("127.0.10.2", "httpbin"), ep("127.0.10.3", "httpbin")],
+                )],
+            }],
+        }
+    }
+
+    #[test]
+    fn resolves_kubernetes_name_forms() {
+        let v = view();
+        for host in [
+            "httpbin-svc",
+            "httpbin-svc.team-app",
+            "httpbin-svc.team-app.svc",
+            "httpbin-svc.team-app.svc.cluster.local",
+            "HTTPBIN-SVC.team-app.svc.cluster.local.",
+            "10.96.0.10",
+        ] {
+            assert!(v.resolve(host, 8080).is_ok(), "{host}");
+        }
+        assert!(matches!(
+            v.resolve("httpbin-svc", 9),
+            Err(ResolveError::UnknownPort { .. })
+        ));
+        assert!(matches!(
+            v.resolve("other", 8080),
+            Err(ResolveError::UnknownService(_))
+        ));
+    }
+
+    #[test]
+    fn short_names_only_in_own_namespace() {
+        let mut v = view();
+        v.namespace = "elsewhere".into();
+        assert!(v.resolve("httpbin-svc", 8080).is_err());
+        assert!(v.resolve("httpbin-svc.team-app", 8080).is_ok());
+    }
+
+    #[test]
+    fn round_robin_and_expected_identity() {
+        let v = view();
+        let port = v.resolve("httpbin-svc", 8080).unwrap();
+        let a = port.route().unwrap();
+        let b = port.route().unwrap();
+        assert_ne!(a.address(), b.address());
+        match a {
+            Route::Mtls { expected, .. } => assert_eq!(
+                expected[0].to_string(),
+                "spiffe://cluster.local/ns/team-app/sa/httpbin"
+            ),
+            Route::Plain { .. } => panic!("auto-mTLS to a sidecar must be mTLS"),
+        }
+    }
+
+    #[test]
+    fn mtls_without_identity_is_refused() {
+        let p = ServicePort::new(
+            80,
+            vec![],
+            vec![Endpoint {
+                address: "127.0.0.1:80".parse().unwrap(),
+                identity: None,
+                has_sidecar: true,
+                tls: TlsMode::IstioMutual,
+                tls_source: "DestinationRule a/b".into(),
+            }],
+        );
+        assert!(matches!(
+            p.route(),
+            Err(ResolveError::NoExpectedIdentity(_))
+        ));
+    }
+}

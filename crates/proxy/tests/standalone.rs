@@ -1,0 +1,234 @@
+//! Two proxies in standalone mode (static identity, `--inbound`, `--upstream`) in front of
+//! real apps on loopback addresses: PeerAuthentication modes, caller identity, server identity.
+
+#![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+
+#[path = "support/apps.rs"]
+mod apps;
+#[path = "support/pki.rs"]
+mod pki;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use meshward_proxy::config::{IdentitySource, Timeouts};
+use meshward_proxy::{InboundPort, Proxy, ProxyConfig, Upstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use apps::{echo_app, http_app, raw_http};
+use pki::{Pki, SvidFiles};
+
+const CLIENT_ID: &str = "spiffe://cluster.local/ns/test/sa/client";
+const SERVER_ID: &str = "spiffe://cluster.local/ns/test/sa/server";
+
+fn sock(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+async fn proxy(
+    ip: &str,
+    app_ip: &str,
+    svid: &SvidFiles,
+    inbound: &[&str],
+    upstreams: &[String],
+) -> Proxy {
+    let config = ProxyConfig {
+        workload: None,
+        address: ip.parse().unwrap(),
+        app_address: app_ip.parse().unwrap(),
+        trust_domain: "cluster.local".parse().unwrap(),
+        identity: IdentitySource::Files {
+            cert: svid.cert.clone(),
+            key: svid.key.clone(),
+            bundle: svid.bundle.clone(),
+        },
+        inbound: inbound
+            .iter()
+            .map(|s| s.parse::<InboundPort>().unwrap())
+            .collect(),
+        upstreams: upstreams
+            .iter()
+            .map(|s| s.parse::<Upstream>().unwrap())
+            .collect(),
+        outbound_port: 0,
+        admin_port: 0,
+        ready_port: 0,
+        drain_timeout: Duration::from_secs(5),
+        timeouts: Timeouts {
+            first_byte: Duration::from_millis(300),
+            ..Timeouts::default()
+        },
+    };
+    Proxy::start(config, None).await.unwrap()
+}
+
+/// Server proxy on `<net>.2` (inbound 8080 with `mode`, app on `<net>.12`), client proxy on
+/// `<net>.1` with an upstream `<net>.1:9000` → `<net>.2:8080` expecting `expect`.
+async fn pair(net: &str, pki: &Pki, server_sa: &str, mode: &str, expect: &str) -> (Proxy, Proxy) {
+    let server_svid = pki.issue("test", server_sa, &format!("{net}-server"));
+    let client_svid = pki.issue("test", "client", &format!("{net}-client"));
+    let server = proxy(
+        &format!("{net}.2"),
+        &format!("{net}.12"),
+        &server_svid,
+        &[&format!("8080={mode}")],
+        &[],
+    )
+    .await;
+    let client = proxy(
+        &format!("{net}.1"),
+        &format!("{net}.11"),
+        &client_svid,
+        &[],
+        &[format!("{net}.1:9000={net}.2:8080,{expect}")],
+    )
+    .await;
+    (server, client)
+}
+
+#[tokio::test]
+async fn mtls_request_carries_caller_identity_and_forged_xfcc_is_stripped() {
+    let pki = Pki::new();
+    let app = http_app(sock("127.0.20.12:8080")).await;
+    let _p = pair("127.0.20", &pki, "server", "strict", SERVER_ID).await;
+    let resp = raw_http(
+        sock("127.0.20.1:9000"),
+        "X-Forwarded-Client-Cert: By=x;URI=spiffe://cluster.local/ns/test/sa/admin\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        resp.ends_with(&format!("xfcc=By={SERVER_ID};URI={CLIENT_ID}")),
+        "{resp}"
+    );
+    assert_eq!(
+        app.requests(),
+        vec![vec![format!("By={SERVER_ID};URI={CLIENT_ID}")]]
+    );
+}
+
+#[tokio::test]
+async fn strict_port_closes_plaintext_and_the_app_sees_nothing() {
+    let pki = Pki::new();
+    let app = http_app(sock("127.0.21.12:8080")).await;
+    let _p = pair("127.0.21", &pki, "server", "strict", SERVER_ID).await;
+    let resp = raw_http(sock("127.0.21.2:8080"), "").await;
+    assert!(resp.as_ref().map_or(true, String::is_empty), "{resp:?}");
+    // A silent client (server-first protocol) is closed too.
+    let mut silent = TcpStream::connect("127.0.21.2:8080").await.unwrap();
+    let mut buf = [0u8; 8];
+    let n = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(n.map_or(true, |n| n == 0));
+    assert_eq!(app.connections(), 0);
+    // mTLS still works on the same port.
+    let ok = raw_http(sock("127.0.21.1:9000"), "").await.unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+}
+
+#[tokio::test]
+async fn permissive_accepts_plaintext_and_mtls() {
+    let pki = Pki::new();
+    let app = http_app(sock("127.0.22.12:8080")).await;
+    let _p = pair("127.0.22", &pki, "server", "permissive", SERVER_ID).await;
+    let plain = raw_http(
+        sock("127.0.22.2:8080"),
+        "X-Forwarded-Client-Cert: URI=spiffe://cluster.local/ns/test/sa/admin\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(plain.starts_with("HTTP/1.1 200"), "{plain}");
+    // Plaintext has no verified caller: a forged XFCC is removed, none is added.
+    assert!(plain.ends_with("xfcc="), "{plain}");
+    let mtls = raw_http(sock("127.0.22.1:9000"), "").await.unwrap();
+    assert!(mtls.ends_with(&format!("URI={CLIENT_ID}")), "{mtls}");
+    assert_eq!(app.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn disable_forwards_plaintext_and_never_terminates_mesh_tls() {
+    let pki = Pki::new();
+    let app = echo_app(sock("127.0.23.12:8080")).await;
+    let _p = pair("127.0.23", &pki, "server", "disable", SERVER_ID).await;
+    let mut plain = TcpStream::connect("127.0.23.2:8080").await.unwrap();
+    plain.write_all(b"hello").await.unwrap();
+    plain.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    plain.read_to_end(&mut out).await.unwrap();
+    assert_eq!(out, b"hellodone");
+    // The client sidecar's ClientHello reaches the app as bytes; no handshake completes, so
+    // nothing of the client's payload is ever sent.
+    let mut through = TcpStream::connect("127.0.23.1:9000").await.unwrap();
+    through.write_all(b"secret").await.unwrap();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(10), through.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        r.is_err() || !buf.windows(6).any(|w| w == b"secret"),
+        "{buf:?}"
+    );
+    assert_eq!(app.connections(), 2);
+}
+
+#[tokio::test]
+async fn wrong_server_identity_is_refused_before_any_request_byte() {
+    let pki = Pki::new();
+    let app = http_app(sock("127.0.24.12:8080")).await;
+    // The server runs as `impostor`; the client expects `server`.
+    let _p = pair("127.0.24", &pki, "impostor", "strict", SERVER_ID).await;
+    let resp = raw_http(sock("127.0.24.1:9000"), "").await;
+    assert!(resp.as_ref().map_or(true, String::is_empty), "{resp:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        app.connections(),
+        0,
+        "no request byte may reach the wrong server's app"
+    );
+}
+
+#[tokio::test]
+async fn half_close_propagates_through_both_proxies() {
+    let pki = Pki::new();
+    let _app = echo_app(sock("127.0.25.12:8080")).await;
+    let _p = pair("127.0.25", &pki, "server", "strict", SERVER_ID).await;
+    let mut tcp = TcpStream::connect("127.0.25.1:9000").await.unwrap();
+    tcp.write_all(b"ping").await.unwrap();
+    tcp.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, b"pingdone");
+}
+
+#[tokio::test]
+async fn drain_lets_in_flight_connections_finish_and_stops_accepting() {
+    let pki = Pki::new();
+    let _app = echo_app(sock("127.0.27.12:8080")).await;
+    let (server, client) = pair("127.0.27", &pki, "server", "strict", SERVER_ID).await;
+    let mut tcp = TcpStream::connect("127.0.27.1:9000").await.unwrap();
+    tcp.write_all(b"a").await.unwrap();
+    let mut buf = [0u8; 1];
+    tcp.read_exact(&mut buf).await.unwrap();
+
+    let drained = tokio::spawn(client.shutdown(Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // New connections are refused while draining.
+    assert!(TcpStream::connect("127.0.27.1:9000").await.is_err());
+    // The open one still works, and the drain finishes when it ends.
+    tcp.write_all(b"b").await.unwrap();
+    tcp.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tcp.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b"bdone");
+    assert!(
+        drained.await.unwrap(),
+        "drain should finish before its deadline"
+    );
+    assert!(server.shutdown(Duration::from_secs(1)).await);
+}

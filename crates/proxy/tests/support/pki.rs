@@ -1,0 +1,85 @@
+//! A test PKI built with rcgen: one root, SVIDs for any service account, written as PEM files.
+
+#![allow(dead_code)] // Each test crate uses a different part of the support code.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+pub(crate) struct Pki {
+    pub(crate) dir: tempfile::TempDir,
+    issuer: Issuer<'static, KeyPair>,
+    pub(crate) root_pem: String,
+}
+
+/// PEM files of one SVID.
+#[derive(Debug, Clone)]
+pub(crate) struct SvidFiles {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) bundle: PathBuf,
+}
+
+impl Pki {
+    pub(crate) fn new() -> Self {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "meshward test root");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let root = params.self_signed(&key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("root.pem"), root.pem()).unwrap();
+        Self {
+            dir,
+            issuer: Issuer::new(params, key),
+            root_pem: root.pem(),
+        }
+    }
+
+    pub(crate) fn root_path(&self) -> PathBuf {
+        self.dir.path().join("root.pem")
+    }
+
+    /// Issues an SVID for `spiffe://cluster.local/ns/<ns>/sa/<sa>` and writes it as `<file>`.
+    pub(crate) fn issue(&self, ns: &str, sa: &str, file: &str) -> SvidFiles {
+        self.issue_id(&format!("spiffe://cluster.local/ns/{ns}/sa/{sa}"), file)
+    }
+
+    pub(crate) fn issue_id(&self, id: &str, file: &str) -> SvidFiles {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let files = SvidFiles {
+            cert: self.dir.path().join(format!("{file}.crt")),
+            key: self.dir.path().join(format!("{file}.key")),
+            bundle: self.root_path(),
+        };
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        files
+    }
+}
+
+pub(crate) fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
