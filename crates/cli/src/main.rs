@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod client;
 mod cmd;
+mod output;
+mod sources;
 
 /// A zero-trust service mesh that speaks Istio's YAML.
 #[derive(Debug, Parser)]
@@ -17,13 +20,36 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the control plane: certificate authority, configuration push, admin API.
+    ControlPlane(cmd::control_plane::ControlPlaneArgs),
+    /// Apply Istio (and Meshward) resources to the control plane, all or nothing.
+    Apply(cmd::apply::ApplyArgs),
+    /// List resources applied to the control plane.
+    Get(cmd::get::GetArgs),
+    /// Delete one resource from the control plane.
+    Delete(cmd::get::DeleteArgs),
+    /// One row per proxy: sync state and certificate expiry.
+    ProxyStatus(cmd::proxy_status::ProxyStatusArgs),
+    /// Join tokens for new proxies.
+    #[command(subcommand)]
+    Token(cmd::token::TokenCommand),
+    /// Validate manifests offline: a verdict per document, exit 1 if any is invalid.
+    Validate(cmd::validate::ValidateArgs),
     /// Print the version.
     Version,
 }
 
 fn main() -> ExitCode {
+    init_logging();
     let cli = Cli::parse();
     let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::ControlPlane(args) => cmd::control_plane::run(args),
+        Command::Apply(args) => cmd::apply::run(args),
+        Command::Get(args) => cmd::get::run(args),
+        Command::Delete(args) => cmd::get::run_delete(args),
+        Command::ProxyStatus(args) => cmd::proxy_status::run(args),
+        Command::Token(command) => cmd::token::run(command),
+        Command::Validate(args) => cmd::validate::run(args),
         Command::Version => {
             println!("meshward {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
@@ -36,4 +62,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs go to standard error, filtered by `RUST_LOG` (default `info` for long-running verbs'
+/// own crates, `warn` for everything else).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "warn,meshward=info,meshward_control_plane=info,meshward_proxy=info",
+        )
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -1,0 +1,89 @@
+//! Helpers for tests that drive the real `meshward` binary.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The built binary.
+pub fn meshward() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_meshward"))
+}
+
+/// A process killed when dropped, so a failing test leaves nothing running.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A control plane on `ip` (a loopback address of the test's own), with its data directory and
+/// context file in `dir`.
+pub struct ControlPlane {
+    pub process: Running,
+    pub context: PathBuf,
+    pub data_dir: PathBuf,
+    pub grpc: String,
+}
+
+impl ControlPlane {
+    pub fn start(dir: &Path, ip: &str, extra: &[&str]) -> Self {
+        let context = dir.join("context.json");
+        let data_dir = dir.join("data");
+        let grpc = format!("{ip}:15012");
+        let child = meshward()
+            .args(["control-plane", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--grpc-addr", &grpc, "--http-addr", &format!("{ip}:15014")])
+            .args(extra)
+            .env("MESHWARD_CONTEXT", &context)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start control plane");
+        let process = Running(child);
+        wait_for(
+            || TcpStream::connect(&grpc).is_ok() && context.exists(),
+            "control plane",
+        );
+        Self {
+            process,
+            context,
+            data_dir,
+            grpc,
+        }
+    }
+
+    /// Runs `meshward ARGS` against this control plane.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        meshward()
+            .args(args)
+            .env("MESHWARD_CONTEXT", &self.context)
+            .output()
+            .expect("run meshward")
+    }
+}
+
+/// Polls `ready` every 50 ms for up to 30 s.
+pub fn wait_for(mut ready: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

@@ -1,0 +1,84 @@
+//! `Certificates.Sign`: a CSR plus proof of identity in, an X.509-SVID chain out.
+//!
+//! The identity signed is the one the credential proves — a join token's namespace and service
+//! account, or the caller's current SVID — never what the CSR asks for (Istio does the same:
+//! `sans := caller.Identities`).
+
+use std::{sync::Arc, time::Duration};
+
+use meshward_api::v1::{SignRequest, SignResponse, certificates_server::Certificates};
+use meshward_ca::MAX_CSR_BYTES;
+use meshward_identity::SpiffeId;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::{Shared, tls};
+
+/// The signing service.
+#[derive(Debug, Clone)]
+pub(crate) struct CertificateService(pub(crate) Arc<Shared>);
+
+#[tonic::async_trait]
+impl Certificates for CertificateService {
+    async fn sign(&self, request: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
+        let shared = &self.0;
+        shared.metrics.csr_count.inc();
+        let peer = tls::peer_identity(&request);
+        let req = request.into_inner();
+        if req.csr_der.len() > MAX_CSR_BYTES {
+            shared.metrics.csr_parsing_err_count.inc();
+            return Err(Status::invalid_argument(format!(
+                "CSR of {} bytes exceeds the limit of {MAX_CSR_BYTES}",
+                req.csr_der.len()
+            )));
+        }
+        let identity = if req.join_token.is_empty() {
+            // Renewal: the caller's current, verified SVID is the credential.
+            peer.clone().ok_or_else(|| {
+                shared.metrics.authentication_failure_count.inc();
+                Status::unauthenticated("a join token or a client certificate is required")
+            })?
+        } else {
+            let grant = shared.tokens.check(&req.join_token).map_err(|e| {
+                shared.metrics.authentication_failure_count.inc();
+                warn!(error = %e, "join token refused");
+                Status::unauthenticated(e.to_string())
+            })?;
+            SpiffeId::istio(
+                &shared.trust_domain,
+                &grant.namespace,
+                &grant.service_account,
+            )
+            .map_err(|e| Status::internal(format!("token grants an invalid identity: {e}")))?
+        };
+        if crate::reserved_identity(&identity) && peer.as_ref() != Some(&identity) {
+            shared.metrics.authentication_failure_count.inc();
+            return Err(Status::permission_denied(format!(
+                "{identity} is reserved for the control plane"
+            )));
+        }
+        let ttl = match req.ttl_seconds {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        };
+        let issued = shared.ca.sign(&req.csr_der, &identity, ttl).map_err(|e| {
+            shared.metrics.csr_parsing_err_count.inc();
+            Status::invalid_argument(e.to_string())
+        })?;
+        if !req.join_token.is_empty() {
+            // Spent only now, so a rejected CSR does not burn the token; a concurrent use of the
+            // same token loses here and its certificate is never returned.
+            shared
+                .tokens
+                .spend(&req.join_token)
+                .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        }
+        shared.metrics.success_cert_issuance_count.inc();
+        info!(%identity, "certificate issued");
+        Ok(Response::new(SignResponse {
+            cert_chain_pem: issued.chain_pem(),
+            trust_bundle_pem: shared.ca.roots_pem(),
+            identity: identity.to_string(),
+        }))
+    }
+}
