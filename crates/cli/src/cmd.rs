@@ -1,6 +1,8 @@
 //! One module per verb, and the plumbing they share.
 
 pub(crate) mod apply;
+pub(crate) mod ca;
+pub(crate) mod cert;
 pub(crate) mod control_plane;
 pub(crate) mod duration;
 pub(crate) mod get;

@@ -35,6 +35,12 @@ enum Command {
     Token(cmd::token::TokenCommand),
     /// Validate manifests offline: a verdict per document, exit 1 if any is invalid.
     Validate(cmd::validate::ValidateArgs),
+    /// Certificate authority: create a built-in CA or adopt an Istio plug-in one.
+    #[command(subcommand)]
+    Ca(cmd::ca::CaCommand),
+    /// Certificates: inspect, verify as the proxy does, sign a CSR offline.
+    #[command(subcommand)]
+    Cert(cmd::cert::CertCommand),
     /// Print the version.
     Version,
 }
@@ -50,6 +56,8 @@ fn main() -> ExitCode {
         Command::ProxyStatus(args) => cmd::proxy_status::run(args),
         Command::Token(command) => cmd::token::run(command),
         Command::Validate(args) => cmd::validate::run(args),
+        Command::Ca(command) => cmd::ca::run(command),
+        Command::Cert(command) => cmd::cert::run(command),
         Command::Version => {
             println!("meshward {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

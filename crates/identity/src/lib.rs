@@ -8,12 +8,14 @@
 //! - load roots with [`TrustBundle::from_pem`] into a [`TrustBundleSet`];
 //! - verify a peer with [`SpiffeServerVerifier`] (client side) or [`SpiffeClientVerifier`]
 //!   (server side), or build whole configs with [`client_config`] / [`server_config`];
-//! - after the handshake, read who the peer is with [`peer_spiffe_id`].
+//! - after the handshake, read who the peer is with [`peer_spiffe_id`];
+//! - show what a certificate says with [`describe`].
 //!
 //! Every verifier and `meshward cert verify` run the same pure function, [`verify_svid_chain`].
 
 mod bundle;
 mod id;
+mod inspect;
 mod svid;
 #[cfg(test)]
 mod test_pki;
@@ -21,6 +23,7 @@ mod verifier;
 
 pub use bundle::{BundleError, SkippedCert, TrustBundle, TrustBundleSet};
 pub use id::{IdError, SpiffeId, TrustDomain};
+pub use inspect::{CertInfo, describe};
 pub use svid::{AllowedPeers, Side, SvidError, peer_spiffe_id, verify_svid_chain};
 pub use verifier::{
     SpiffeClientVerifier, SpiffeServerVerifier, client_config, crypto_provider, server_config,

@@ -312,7 +312,11 @@ fn chain_error(err: webpki::Error, trust_domain: &TrustDomain) -> SvidError {
     match err {
         webpki::Error::CertExpired { .. } => SvidError::Expired,
         webpki::Error::CertNotValidYet { .. } => SvidError::NotYetValid,
-        webpki::Error::UnknownIssuer => SvidError::UnknownIssuer(trust_domain.clone()),
+        // webpki reports a bad signature when a root has the issuer's name but another key
+        // (two CAs named alike): either way, no root of the bundle signed this chain.
+        webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey => {
+            SvidError::UnknownIssuer(trust_domain.clone())
+        }
         other => SvidError::Chain(other.to_string()),
     }
 }

@@ -100,6 +100,24 @@ fn rejects_an_untrusted_root() {
 }
 
 #[test]
+fn rejects_a_root_with_the_same_name_but_another_key() {
+    let trusted = TestCa::root("root");
+    let impostor = TestCa::root("root");
+    let (chain, _) = impostor.leaf(&leaf_params(ID));
+    let err = verify_svid_chain(
+        &chain,
+        Side::Server,
+        &trusted.bundles(TD),
+        &AllowedPeers::any(),
+        UnixTime::now(),
+    );
+    assert_eq!(
+        err,
+        Err(SvidError::UnknownIssuer(TrustDomain::new(TD).unwrap()))
+    );
+}
+
+#[test]
 fn rejects_an_intermediate_without_key_cert_sign() {
     let root = TestCa::root("root");
     let mut params = ca_params("weak intermediate");
