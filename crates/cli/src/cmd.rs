@@ -6,6 +6,7 @@ pub(crate) mod cert;
 pub(crate) mod control_plane;
 pub(crate) mod duration;
 pub(crate) mod get;
+pub(crate) mod proxy;
 pub(crate) mod proxy_status;
 pub(crate) mod token;
 pub(crate) mod validate;

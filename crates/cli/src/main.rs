@@ -28,6 +28,8 @@ enum Command {
     Get(cmd::get::GetArgs),
     /// Delete one resource from the control plane.
     Delete(cmd::get::DeleteArgs),
+    /// Run the sidecar beside one workload (mTLS inbound and outbound, admin, readiness).
+    Proxy(Box<cmd::proxy::ProxyArgs>),
     /// One row per proxy: sync state and certificate expiry.
     ProxyStatus(cmd::proxy_status::ProxyStatusArgs),
     /// Join tokens for new proxies.
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Apply(args) => cmd::apply::run(args),
         Command::Get(args) => cmd::get::run(args),
         Command::Delete(args) => cmd::get::run_delete(args),
+        Command::Proxy(args) => cmd::proxy::run(*args),
         Command::ProxyStatus(args) => cmd::proxy_status::run(args),
         Command::Token(command) => cmd::token::run(command),
         Command::Validate(args) => cmd::validate::run(args),
@@ -80,8 +83,16 @@ fn init_logging() {
             "warn,meshward=info,meshward_control_plane=info,meshward_proxy=info",
         )
     });
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    // `meshward proxy`'s `/logging?level=` replaces the filter through this.
+    let _ = cmd::proxy::LOG_FILTER.set(std::sync::Arc::new(move |spec: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(spec).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())?;
+        Ok(spec.to_owned())
+    }));
+    builder.init();
 }

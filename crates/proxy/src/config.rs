@@ -188,6 +188,15 @@ pub enum IdentitySource {
         /// Trust bundle: the roots of the trust domain.
         bundle: PathBuf,
     },
+    /// The control plane signs a CSR for a key generated in this process, and pushes views.
+    ControlPlane {
+        /// `HOST:PORT` of the control plane's gRPC endpoint.
+        address: String,
+        /// The root that signed the control plane's certificate (PEM file).
+        root: PathBuf,
+        /// One-time join token for the first certificate.
+        join_token: String,
+    },
 }
 
 /// Timeouts of the data path. Every wait is bounded by one of these.

@@ -114,6 +114,11 @@ impl Credentials {
         &self.chain
     }
 
+    /// The private key (for the control-plane channel; it never leaves the process).
+    pub(crate) fn key(&self) -> &PrivateKeyDer<'static> {
+        &self.key
+    }
+
     /// When the leaf expires.
     pub fn not_after(&self) -> SystemTime {
         self.not_after

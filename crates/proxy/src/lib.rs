@@ -9,7 +9,7 @@
 //!   resolves mesh service names, picks an endpoint and originates mTLS that checks the server's
 //!   SPIFFE ID before a byte of the request is sent; and static upstream listeners.
 //! - **Credentials** ([`creds`]): a `watch` of the current rustls configs, empty (fail closed)
-//!   until the first certificate; fed by static files or the control plane.
+//!   until the first certificate; fed by static files or the control plane ([`xds`]).
 //! - **Admin and health** ([`admin`]), and one drain primitive ([`drain`]) for shutdown.
 //!
 //! [`Proxy::start`] binds everything and returns a handle; `meshward proxy` drives it.
@@ -25,6 +25,7 @@ mod proxy;
 pub mod tls;
 pub mod view;
 mod web;
+pub mod xds;
 
 pub use config::{IdentitySource, InboundPort, MtlsMode, ProxyConfig, Upstream};
 pub use proxy::{Error, LogControl, Proxy};

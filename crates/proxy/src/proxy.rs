@@ -19,6 +19,8 @@ use crate::drain::Drain;
 use crate::inbound::Inbound;
 use crate::outbound::Outbound;
 use crate::view::View;
+use crate::xds::discovery::Discovery;
+use crate::xds::{ControlPlane, XdsError, certify};
 
 /// Why the proxy cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,12 @@ pub enum Error {
     /// The static identity files cannot be used.
     #[error("identity: {0}")]
     Identity(#[from] FileError),
+    /// The control-plane settings cannot be used.
+    #[error("control plane: {0}")]
+    ControlPlane(#[from] XdsError),
+    /// Flags that do not go together.
+    #[error("{0}")]
+    Config(&'static str),
 }
 
 /// The addresses the proxy listens on.
@@ -61,6 +69,8 @@ pub struct Bound {
 #[derive(Debug)]
 pub struct Proxy {
     bound: Bound,
+    /// Kept so readiness watchers never see a closed channel in standalone mode.
+    _status: watch::Sender<Status>,
     drain: Drain,
     quit: CancellationToken,
     stop_admin: CancellationToken,
@@ -97,7 +107,7 @@ impl Proxy {
                 .collect::<BTreeMap<_, _>>(),
             services: Vec::new(),
         };
-        let (_view_tx, view_rx) = watch::channel(Arc::new(view));
+        let (view_tx, view_rx) = watch::channel(Arc::new(view));
         let (status_tx, status_rx) = watch::channel(Status::default());
 
         match &config.identity {
@@ -113,6 +123,36 @@ impl Proxy {
                 ));
                 // Standalone: the flags are the whole configuration.
                 status_tx.send_modify(|s| s.has_view = true);
+            }
+            IdentitySource::ControlPlane {
+                address,
+                root,
+                join_token,
+            } => {
+                let workload = config.workload.clone().ok_or(Error::Config(
+                    "--workload NAME.NS is required with --control-plane",
+                ))?;
+                if !config.inbound.is_empty() {
+                    return Err(Error::Config(
+                        "--inbound ports come from the control plane; do not combine them with --control-plane",
+                    ));
+                }
+                let cp = ControlPlane::new(address.clone(), root, &config.trust_domain).await?;
+                tokio::spawn(certify::run(
+                    cp.clone(),
+                    join_token.clone(),
+                    store.clone(),
+                    status_tx.clone(),
+                    drain.token().clone(),
+                ));
+                let discovery = Discovery {
+                    control_plane: cp,
+                    workload,
+                    creds: creds.clone(),
+                    view: view_tx,
+                    status: status_tx.clone(),
+                };
+                tokio::spawn(discovery.run(drain.token().clone()));
             }
         }
 
@@ -189,6 +229,7 @@ impl Proxy {
         });
         Ok(Self {
             bound,
+            _status: status_tx,
             drain,
             quit,
             stop_admin,

@@ -82,15 +82,15 @@ async fn s_client(addr: &str, ca: &str, client: Option<&SvidFiles>) -> String {
 #[tokio::test]
 async fn s_client_with_a_valid_svid_reaches_the_app() {
     let pki = Pki::new();
-    let app = http_app("127.0.30.12:8080".parse().unwrap()).await;
+    let app = http_app("127.0.68.12:8080".parse().unwrap()).await;
     let _server = server(
-        "127.0.30.2",
-        "127.0.30.12",
+        "127.0.68.2",
+        "127.0.68.12",
         &pki.issue("test", "server", "server"),
     )
     .await;
     let client = pki.issue("test", "openssl", "openssl");
-    let out = s_client("127.0.30.2:8080", path_str(&pki.root_path()), Some(&client)).await;
+    let out = s_client("127.0.68.2:8080", path_str(&pki.root_path()), Some(&client)).await;
     assert!(out.contains("HTTP/1.1 200"), "{out}");
     assert!(
         out.contains("URI=spiffe://cluster.local/ns/test/sa/openssl"),
@@ -103,18 +103,18 @@ async fn s_client_with_a_valid_svid_reaches_the_app() {
 async fn s_client_without_or_with_a_foreign_certificate_is_refused() {
     let pki = Pki::new();
     let other = Pki::new();
-    let app = http_app("127.0.31.12:8080".parse().unwrap()).await;
+    let app = http_app("127.0.69.12:8080".parse().unwrap()).await;
     let _server = server(
-        "127.0.31.2",
-        "127.0.31.12",
+        "127.0.69.2",
+        "127.0.69.12",
         &pki.issue("test", "server", "server"),
     )
     .await;
     let root = pki.root_path();
-    let none = s_client("127.0.31.2:8080", path_str(&root), None).await;
+    let none = s_client("127.0.69.2:8080", path_str(&root), None).await;
     assert!(!none.contains("HTTP/1.1"), "{none}");
     let foreign = other.issue("test", "client", "client");
-    let out = s_client("127.0.31.2:8080", path_str(&root), Some(&foreign)).await;
+    let out = s_client("127.0.69.2:8080", path_str(&root), Some(&foreign)).await;
     assert!(!out.contains("HTTP/1.1"), "{out}");
     assert_eq!(app.connections(), 0);
 }

@@ -90,10 +90,10 @@ async fn pair(net: &str, pki: &Pki, server_sa: &str, mode: &str, expect: &str) -
 #[tokio::test]
 async fn mtls_request_carries_caller_identity_and_forged_xfcc_is_stripped() {
     let pki = Pki::new();
-    let app = http_app(sock("127.0.20.12:8080")).await;
-    let _p = pair("127.0.20", &pki, "server", "strict", SERVER_ID).await;
+    let app = http_app(sock("127.0.60.12:8080")).await;
+    let _p = pair("127.0.60", &pki, "server", "strict", SERVER_ID).await;
     let resp = raw_http(
-        sock("127.0.20.1:9000"),
+        sock("127.0.60.1:9000"),
         "X-Forwarded-Client-Cert: By=x;URI=spiffe://cluster.local/ns/test/sa/admin\r\n",
     )
     .await
@@ -112,12 +112,12 @@ async fn mtls_request_carries_caller_identity_and_forged_xfcc_is_stripped() {
 #[tokio::test]
 async fn strict_port_closes_plaintext_and_the_app_sees_nothing() {
     let pki = Pki::new();
-    let app = http_app(sock("127.0.21.12:8080")).await;
-    let _p = pair("127.0.21", &pki, "server", "strict", SERVER_ID).await;
-    let resp = raw_http(sock("127.0.21.2:8080"), "").await;
+    let app = http_app(sock("127.0.61.12:8080")).await;
+    let _p = pair("127.0.61", &pki, "server", "strict", SERVER_ID).await;
+    let resp = raw_http(sock("127.0.61.2:8080"), "").await;
     assert!(resp.as_ref().map_or(true, String::is_empty), "{resp:?}");
     // A silent client (server-first protocol) is closed too.
-    let mut silent = TcpStream::connect("127.0.21.2:8080").await.unwrap();
+    let mut silent = TcpStream::connect("127.0.61.2:8080").await.unwrap();
     let mut buf = [0u8; 8];
     let n = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
         .await
@@ -125,17 +125,17 @@ async fn strict_port_closes_plaintext_and_the_app_sees_nothing() {
     assert!(n.map_or(true, |n| n == 0));
     assert_eq!(app.connections(), 0);
     // mTLS still works on the same port.
-    let ok = raw_http(sock("127.0.21.1:9000"), "").await.unwrap();
+    let ok = raw_http(sock("127.0.61.1:9000"), "").await.unwrap();
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
 }
 
 #[tokio::test]
 async fn permissive_accepts_plaintext_and_mtls() {
     let pki = Pki::new();
-    let app = http_app(sock("127.0.22.12:8080")).await;
-    let _p = pair("127.0.22", &pki, "server", "permissive", SERVER_ID).await;
+    let app = http_app(sock("127.0.62.12:8080")).await;
+    let _p = pair("127.0.62", &pki, "server", "permissive", SERVER_ID).await;
     let plain = raw_http(
-        sock("127.0.22.2:8080"),
+        sock("127.0.62.2:8080"),
         "X-Forwarded-Client-Cert: URI=spiffe://cluster.local/ns/test/sa/admin\r\n",
     )
     .await
@@ -143,7 +143,7 @@ async fn permissive_accepts_plaintext_and_mtls() {
     assert!(plain.starts_with("HTTP/1.1 200"), "{plain}");
     // Plaintext has no verified caller: a forged XFCC is removed, none is added.
     assert!(plain.ends_with("xfcc="), "{plain}");
-    let mtls = raw_http(sock("127.0.22.1:9000"), "").await.unwrap();
+    let mtls = raw_http(sock("127.0.62.1:9000"), "").await.unwrap();
     assert!(mtls.ends_with(&format!("URI={CLIENT_ID}")), "{mtls}");
     assert_eq!(app.requests().len(), 2);
 }
@@ -151,9 +151,9 @@ async fn permissive_accepts_plaintext_and_mtls() {
 #[tokio::test]
 async fn disable_forwards_plaintext_and_never_terminates_mesh_tls() {
     let pki = Pki::new();
-    let app = echo_app(sock("127.0.23.12:8080")).await;
-    let _p = pair("127.0.23", &pki, "server", "disable", SERVER_ID).await;
-    let mut plain = TcpStream::connect("127.0.23.2:8080").await.unwrap();
+    let app = echo_app(sock("127.0.63.12:8080")).await;
+    let _p = pair("127.0.63", &pki, "server", "disable", SERVER_ID).await;
+    let mut plain = TcpStream::connect("127.0.63.2:8080").await.unwrap();
     plain.write_all(b"hello").await.unwrap();
     plain.shutdown().await.unwrap();
     let mut out = Vec::new();
@@ -161,7 +161,7 @@ async fn disable_forwards_plaintext_and_never_terminates_mesh_tls() {
     assert_eq!(out, b"hellodone");
     // The client sidecar's ClientHello reaches the app as bytes; no handshake completes, so
     // nothing of the client's payload is ever sent.
-    let mut through = TcpStream::connect("127.0.23.1:9000").await.unwrap();
+    let mut through = TcpStream::connect("127.0.63.1:9000").await.unwrap();
     through.write_all(b"secret").await.unwrap();
     let mut buf = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(10), through.read_to_end(&mut buf))
@@ -177,10 +177,10 @@ async fn disable_forwards_plaintext_and_never_terminates_mesh_tls() {
 #[tokio::test]
 async fn wrong_server_identity_is_refused_before_any_request_byte() {
     let pki = Pki::new();
-    let app = http_app(sock("127.0.24.12:8080")).await;
+    let app = http_app(sock("127.0.64.12:8080")).await;
     // The server runs as `impostor`; the client expects `server`.
-    let _p = pair("127.0.24", &pki, "impostor", "strict", SERVER_ID).await;
-    let resp = raw_http(sock("127.0.24.1:9000"), "").await;
+    let _p = pair("127.0.64", &pki, "impostor", "strict", SERVER_ID).await;
+    let resp = raw_http(sock("127.0.64.1:9000"), "").await;
     assert!(resp.as_ref().map_or(true, String::is_empty), "{resp:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
@@ -193,9 +193,9 @@ async fn wrong_server_identity_is_refused_before_any_request_byte() {
 #[tokio::test]
 async fn half_close_propagates_through_both_proxies() {
     let pki = Pki::new();
-    let _app = echo_app(sock("127.0.25.12:8080")).await;
-    let _p = pair("127.0.25", &pki, "server", "strict", SERVER_ID).await;
-    let mut tcp = TcpStream::connect("127.0.25.1:9000").await.unwrap();
+    let _app = echo_app(sock("127.0.65.12:8080")).await;
+    let _p = pair("127.0.65", &pki, "server", "strict", SERVER_ID).await;
+    let mut tcp = TcpStream::connect("127.0.65.1:9000").await.unwrap();
     tcp.write_all(b"ping").await.unwrap();
     tcp.shutdown().await.unwrap();
     let mut out = Vec::new();
@@ -209,9 +209,9 @@ async fn half_close_propagates_through_both_proxies() {
 #[tokio::test]
 async fn drain_lets_in_flight_connections_finish_and_stops_accepting() {
     let pki = Pki::new();
-    let _app = echo_app(sock("127.0.27.12:8080")).await;
-    let (server, client) = pair("127.0.27", &pki, "server", "strict", SERVER_ID).await;
-    let mut tcp = TcpStream::connect("127.0.27.1:9000").await.unwrap();
+    let _app = echo_app(sock("127.0.67.12:8080")).await;
+    let (server, client) = pair("127.0.67", &pki, "server", "strict", SERVER_ID).await;
+    let mut tcp = TcpStream::connect("127.0.67.1:9000").await.unwrap();
     tcp.write_all(b"a").await.unwrap();
     let mut buf = [0u8; 1];
     tcp.read_exact(&mut buf).await.unwrap();
@@ -219,7 +219,7 @@ async fn drain_lets_in_flight_connections_finish_and_stops_accepting() {
     let drained = tokio::spawn(client.shutdown(Duration::from_secs(10)));
     tokio::time::sleep(Duration::from_millis(200)).await;
     // New connections are refused while draining.
-    assert!(TcpStream::connect("127.0.27.1:9000").await.is_err());
+    assert!(TcpStream::connect("127.0.67.1:9000").await.is_err());
     // The open one still works, and the drain finishes when it ends.
     tcp.write_all(b"b").await.unwrap();
     tcp.shutdown().await.unwrap();

@@ -1,0 +1,139 @@
+//! `meshward proxy`: the sidecar beside one workload, in the foreground until SIGTERM (or
+//! `POST /quitquitquit`), then a drain of up to `--drain-timeout`.
+//!
+//! Two ways to get an identity: from the control plane with a join token
+//! (`--control-plane --control-plane-root --join-token`), or static PEM files
+//! (`--cert --key --bundle`), which with `--inbound`/`--upstream` is the standalone mode.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use meshward_identity::TrustDomain;
+use meshward_proxy::config::{IdentitySource, Timeouts, WorkloadName};
+use meshward_proxy::{InboundPort, LogControl, Proxy, ProxyConfig, Upstream};
+
+use crate::cmd::{duration::parse_duration, runtime, shutdown_signal};
+
+/// Set once by the logging setup: replaces the log filter at runtime.
+pub(crate) static LOG_FILTER: OnceLock<LogControl> = OnceLock::new();
+
+/// Flags of `meshward proxy`.
+#[derive(Debug, Args)]
+pub(crate) struct ProxyArgs {
+    /// The workload served, `NAME.NAMESPACE` (required with --control-plane).
+    #[arg(long)]
+    workload: Option<String>,
+    /// The workload address: every listener binds here.
+    #[arg(long)]
+    address: IpAddr,
+    /// The app's private address: inbound port P is forwarded to APP_ADDRESS:P.
+    #[arg(long)]
+    app_address: IpAddr,
+    /// The control plane's gRPC endpoint, HOST:PORT.
+    #[arg(long, requires_all = ["control_plane_root", "join_token", "workload"], conflicts_with_all = ["cert", "key", "bundle", "inbound"])]
+    control_plane: Option<String>,
+    /// PEM file with the root that signed the control plane's certificate.
+    #[arg(long)]
+    control_plane_root: Option<PathBuf>,
+    /// One-time join token for the first certificate.
+    #[arg(long, env = "MESHWARD_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// Static identity: certificate chain (PEM, leaf first); reloaded when it changes.
+    #[arg(long, requires_all = ["key", "bundle"])]
+    cert: Option<PathBuf>,
+    /// Static identity: the certificate's private key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Static identity: trust bundle (PEM roots of the trust domain).
+    #[arg(long, requires = "cert")]
+    bundle: Option<PathBuf>,
+    /// A static inbound port, PORT=strict|permissive|disable (repeatable).
+    #[arg(long, value_name = "PORT=MODE")]
+    inbound: Vec<InboundPort>,
+    /// A static upstream, LISTEN_ADDR=TARGET_ADDR,spiffe://EXPECTED-ID (repeatable).
+    #[arg(long, value_name = "LISTEN=TARGET,ID")]
+    upstream: Vec<Upstream>,
+    /// The local trust domain.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// How long in-flight connections may run after SIGTERM.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// Outbound forward-proxy port on the workload address (0: off).
+    #[arg(long, default_value_t = 15001)]
+    outbound_port: u16,
+    /// Admin port on the workload address, loopback clients only (0: off).
+    #[arg(long, default_value_t = 15000)]
+    admin_port: u16,
+    /// Readiness port on the workload address (0: off).
+    #[arg(long, default_value_t = 15021)]
+    ready_port: u16,
+}
+
+impl ProxyArgs {
+    fn into_config(self) -> anyhow::Result<ProxyConfig> {
+        let trust_domain = TrustDomain::new(&self.trust_domain)
+            .with_context(|| format!("--trust-domain {:?}", self.trust_domain))?;
+        let workload = self
+            .workload
+            .as_deref()
+            .map(str::parse::<WorkloadName>)
+            .transpose()?;
+        let identity = match (self.control_plane, self.cert, self.key, self.bundle) {
+            (Some(address), None, None, None) => IdentitySource::ControlPlane {
+                address,
+                root: self
+                    .control_plane_root
+                    .context("--control-plane-root is required with --control-plane")?,
+                join_token: self.join_token.context(
+                    "--join-token (or MESHWARD_JOIN_TOKEN) is required with --control-plane",
+                )?,
+            },
+            (None, Some(cert), Some(key), Some(bundle)) => {
+                IdentitySource::Files { cert, key, bundle }
+            }
+            _ => bail!(
+                "give either --control-plane (with --control-plane-root and --join-token) or --cert, --key and --bundle"
+            ),
+        };
+        Ok(ProxyConfig {
+            workload,
+            address: self.address,
+            app_address: self.app_address,
+            trust_domain,
+            identity,
+            inbound: self.inbound,
+            upstreams: self.upstream,
+            outbound_port: self.outbound_port,
+            admin_port: self.admin_port,
+            ready_port: self.ready_port,
+            drain_timeout: self.drain_timeout,
+            timeouts: Timeouts::default(),
+        })
+    }
+}
+
+pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    let config = args.into_config()?;
+    let drain_timeout = config.drain_timeout;
+    let log = LOG_FILTER.get().map(Arc::clone);
+    runtime()?.block_on(async {
+        let proxy = Proxy::start(config, log).await?;
+        tokio::select! {
+            signal = shutdown_signal() => signal?,
+            () = proxy.quit_requested() => {}
+        }
+        if !proxy.shutdown(drain_timeout).await {
+            tracing::warn!(
+                ?drain_timeout,
+                "drain timed out; closing the remaining connections"
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,235 @@
+//! `meshward proxy` end to end: a real control plane, two sidecars that get their certificates
+//! with join tokens, an app behind one of them, and curl through the other's forward proxy.
+
+#![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{ControlPlane, Running, meshward, stderr, stdout, wait_for};
+
+const MESH: &str = r#"
+apiVersion: meshward.io/v1alpha1
+kind: Workload
+metadata: {name: sleep, namespace: team-app, labels: {app: sleep}}
+spec: {serviceAccount: sleep, sidecar: true, address: 127.0.70.2}
+---
+apiVersion: meshward.io/v1alpha1
+kind: Workload
+metadata: {name: httpbin, namespace: team-app, labels: {app: httpbin}}
+spec:
+  serviceAccount: httpbin
+  sidecar: true
+  address: 127.0.70.3
+  ports: [{name: http, port: 8080, protocol: HTTP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: httpbin-svc, namespace: team-app}
+spec:
+  selector: {app: httpbin}
+  ports: [{name: http, port: 8000, targetPort: 8080}]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: team-app}
+spec: {mtls: {mode: STRICT}}
+"#;
+
+/// An HTTP/1 app on `addr` whose body is the request's XFCC headers, one per line.
+fn app(addr: &str) -> Arc<Mutex<Vec<String>>> {
+    let listener = TcpListener::bind(addr).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(mut tcp) = tcp else { continue };
+            let mut reader = BufReader::new(tcp.try_clone().unwrap());
+            let mut xfcc = Vec::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line
+                    .to_ascii_lowercase()
+                    .strip_prefix("x-forwarded-client-cert:")
+                {
+                    xfcc.push(v.trim().to_owned());
+                }
+            }
+            let body = xfcc.join("\n");
+            s.lock().unwrap().push(body.clone());
+            let _ = write!(
+                tcp,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    seen
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut tcp = TcpStream::connect(addr).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn proxy(workload: &str, ip: &str, app_ip: &str, cp: &ControlPlane, token: &str) -> Running {
+    let root = meshward_control_plane::root_cert_path(&cp.data_dir);
+    let child = meshward()
+        .args([
+            "proxy",
+            "--workload",
+            workload,
+            "--address",
+            ip,
+            "--app-address",
+            app_ip,
+        ])
+        .args(["--control-plane", &cp.grpc, "--control-plane-root"])
+        .arg(root)
+        .env("MESHWARD_JOIN_TOKEN", token)
+        .args(["--drain-timeout", "3s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let ready = format!("{ip}:15021");
+    let p = Running(child);
+    wait_for(
+        || http_get(&ready, "/healthz/ready").is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+        workload,
+    );
+    p
+}
+
+fn curl(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "10", "-w", "\n%{http_code}"])
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (body.to_owned(), code.to_owned())
+}
+
+#[test]
+fn sidecars_carry_requests_over_mtls_with_the_callers_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), "127.0.70.1", &[]);
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, MESH).unwrap();
+    let out = cp.cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = |sa: &str| {
+        let out = cp.cli(&[
+            "token",
+            "create",
+            "-n",
+            "team-app",
+            "--service-account",
+            sa,
+            "--ttl",
+            "10m",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).trim().to_owned()
+    };
+    let seen = app("127.0.70.13:8080");
+    let _server = proxy(
+        "httpbin.team-app",
+        "127.0.70.3",
+        "127.0.70.13",
+        &cp,
+        &token("httpbin"),
+    );
+    let mut client = proxy(
+        "sleep.team-app",
+        "127.0.70.2",
+        "127.0.70.12",
+        &cp,
+        &token("sleep"),
+    );
+    let expected = "by=spiffe://cluster.local/ns/team-app/sa/httpbin;uri=spiffe://cluster.local/ns/team-app/sa/sleep";
+
+    // curl -x, with a forged identity header that must not reach the app.
+    let (body, code) = curl(
+        &[
+            "-x",
+            "http://127.0.70.2:15001",
+            "-H",
+            "X-Forwarded-Client-Cert: URI=spiffe://evil/ns/a/sa/b",
+            "http://httpbin-svc:8000/get",
+        ],
+        &[],
+    );
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(body, expected);
+    // http_proxy in the environment (curl reads the lower-case name for http://).
+    let (body, code) = curl(
+        &["http://httpbin-svc.team-app.svc.cluster.local:8000/get"],
+        &[("http_proxy", "http://127.0.70.2:15001")],
+    );
+    assert_eq!((code.as_str(), body.as_str()), ("200", expected));
+    // CONNECT tunnels too.
+    let (body, code) = curl(
+        &[
+            "-p",
+            "-x",
+            "http://127.0.70.2:15001",
+            "http://httpbin-svc.team-app:8000/get",
+        ],
+        &[],
+    );
+    assert_eq!((code.as_str(), body.as_str()), ("200", expected));
+    // Not a mesh service: refused with a reason, nothing sent anywhere.
+    let (body, code) = curl(
+        &["-x", "http://127.0.70.2:15001", "http://example.invalid/"],
+        &[],
+    );
+    assert_eq!(code, "502");
+    assert!(body.contains("unknown service"), "{body}");
+    // Plaintext straight to the STRICT port never reaches the app.
+    let before = seen.lock().unwrap().len();
+    let (_, code) = curl(&["http://127.0.70.3:8080/get"], &[]);
+    assert_eq!(code, "000");
+    assert_eq!(seen.lock().unwrap().len(), before);
+
+    // SIGTERM: the proxy drains and exits 0 within the drain timeout.
+    let pid = client.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = client.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "proxy did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
