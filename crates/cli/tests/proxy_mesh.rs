@@ -88,6 +88,60 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
     Some(out)
 }
 
+/// The mesh manifests with workload addresses in `net` (`127.0.N`).
+fn mesh(net: &str) -> String {
+    MESH.replace("127.0.70.", &format!("{net}."))
+}
+
+/// Applies the mesh, starts the app and both sidecars; returns (app log, server, client).
+fn start_mesh(
+    cp: &ControlPlane,
+    dir: &std::path::Path,
+    net: &str,
+) -> (Arc<Mutex<Vec<String>>>, Running, Running) {
+    let file = dir.join("mesh.yaml");
+    std::fs::write(&file, mesh(net)).unwrap();
+    let out = cp.cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = |sa: &str| {
+        let out = cp.cli(&[
+            "token",
+            "create",
+            "-n",
+            "team-app",
+            "--service-account",
+            sa,
+            "--ttl",
+            "10m",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).trim().to_owned()
+    };
+    let seen = app(&format!("{net}.13:8080"));
+    let server = proxy(
+        "httpbin.team-app",
+        &format!("{net}.3"),
+        &format!("{net}.13"),
+        cp,
+        &token("httpbin"),
+    );
+    let client = proxy(
+        "sleep.team-app",
+        &format!("{net}.2"),
+        &format!("{net}.12"),
+        cp,
+        &token("sleep"),
+    );
+    (seen, server, client)
+}
+
+/// One request through the forward proxy at `proxy`; the status line's code, or 0 on failure.
+fn via_proxy(proxy: &str, url: &str) -> u16 {
+    http_get(proxy, url)
+        .and_then(|r| r.get(9..12).and_then(|c| c.parse().ok()))
+        .unwrap_or(0)
+}
+
 fn proxy(workload: &str, ip: &str, app_ip: &str, cp: &ControlPlane, token: &str) -> Running {
     let root = meshward_control_plane::root_cert_path(&cp.data_dir);
     let child = meshward()
@@ -133,39 +187,7 @@ fn curl(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
 fn sidecars_carry_requests_over_mtls_with_the_callers_identity() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), "127.0.70.1", &[]);
-    let file = dir.path().join("mesh.yaml");
-    std::fs::write(&file, MESH).unwrap();
-    let out = cp.cli(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let token = |sa: &str| {
-        let out = cp.cli(&[
-            "token",
-            "create",
-            "-n",
-            "team-app",
-            "--service-account",
-            sa,
-            "--ttl",
-            "10m",
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        stdout(&out).trim().to_owned()
-    };
-    let seen = app("127.0.70.13:8080");
-    let _server = proxy(
-        "httpbin.team-app",
-        "127.0.70.3",
-        "127.0.70.13",
-        &cp,
-        &token("httpbin"),
-    );
-    let mut client = proxy(
-        "sleep.team-app",
-        "127.0.70.2",
-        "127.0.70.12",
-        &cp,
-        &token("sleep"),
-    );
+    let (seen, _server, mut client) = start_mesh(&cp, dir.path(), "127.0.70");
     let expected = "by=spiffe://cluster.local/ns/team-app/sa/httpbin;uri=spiffe://cluster.local/ns/team-app/sa/sleep";
 
     // curl -x, with a forged identity header that must not reach the app.
@@ -232,4 +254,35 @@ fn sidecars_carry_requests_over_mtls_with_the_callers_identity() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn rotations_and_a_lost_control_plane_cost_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    // 6-second certificates: renewed about every 3 seconds.
+    let mut cp = ControlPlane::start(dir.path(), "127.0.71.1", &["--workload-cert-ttl", "6s"]);
+    let (seen, _server, _client) = start_mesh(&cp, dir.path(), "127.0.71");
+    let url = "http://httpbin-svc:8000/get";
+    let first = http_get("127.0.71.2:15000", "/certs").unwrap();
+    let mut failures = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if via_proxy("127.0.71.2:15001", url) != 200 {
+            failures += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(failures, 0, "requests failed across certificate rotations");
+    let later = http_get("127.0.71.2:15000", "/certs").unwrap();
+    assert_ne!(first, later, "the certificate was never renewed");
+    assert!(seen.lock().unwrap().len() > 50);
+
+    // The control plane goes away: traffic keeps flowing on the last certificate and view.
+    let _ = cp.process.0.kill();
+    let _ = cp.process.0.wait();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        assert_eq!(via_proxy("127.0.71.2:15001", url), 200);
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
