@@ -4,11 +4,13 @@ pub(crate) mod apply;
 pub(crate) mod ca;
 pub(crate) mod cert;
 pub(crate) mod control_plane;
+pub(crate) mod demo;
 pub(crate) mod duration;
 pub(crate) mod get;
 pub(crate) mod proxy;
 pub(crate) mod proxy_status;
 pub(crate) mod token;
+pub(crate) mod up;
 pub(crate) mod validate;
 
 /// A multi-threaded runtime for verbs that do network I/O.

@@ -43,6 +43,15 @@ enum Command {
     /// Certificates: inspect, verify as the proxy does, sign a CSR offline.
     #[command(subcommand)]
     Cert(cmd::cert::CertCommand),
+    /// Run a whole mesh on this machine from a directory of manifests.
+    Up(cmd::up::UpArgs),
+    /// Stop a mesh started with `meshward up --detach`.
+    Down(cmd::up::DownArgs),
+    /// Run a command as a workload of the running mesh (its proxy and service variables set).
+    Exec(cmd::up::ExecArgs),
+    /// Built-in demo workloads (httpbin, echo, sleep).
+    #[command(subcommand)]
+    Demo(cmd::demo::DemoCommand),
     /// Print the version.
     Version,
 }
@@ -61,6 +70,10 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Ca(command) => cmd::ca::run(command),
         Command::Cert(command) => cmd::cert::run(command),
+        Command::Up(args) => cmd::up::run(args),
+        Command::Down(args) => cmd::up::down(args),
+        Command::Exec(args) => cmd::up::exec(args),
+        Command::Demo(command) => cmd::demo::run(command),
         Command::Version => {
             println!("meshward {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

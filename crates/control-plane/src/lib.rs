@@ -101,7 +101,7 @@ pub enum StartError {
 pub(crate) struct Shared {
     pub(crate) trust_domain: TrustDomain,
     pub(crate) ca: Authority,
-    pub(crate) tokens: JoinTokens,
+    pub(crate) tokens: Arc<JoinTokens>,
     pub(crate) store: FileStore,
     pub(crate) registry: Registry,
     pub(crate) hub: Hub,
@@ -155,6 +155,7 @@ pub(crate) fn reserved_identity(id: &SpiffeId) -> bool {
 pub struct ControlPlane {
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
+    shared: Arc<Shared>,
     tasks: tokio::task::JoinSet<()>,
 }
 
@@ -200,7 +201,7 @@ impl ControlPlane {
         let shared = Arc::new(Shared {
             trust_domain: trust_domain.clone(),
             ca,
-            tokens,
+            tokens: Arc::new(tokens),
             store,
             registry: Registry::default(),
             hub: Hub::default(),
@@ -236,7 +237,7 @@ impl ControlPlane {
             .add_service(DiscoveryServer::new(grpc::discovery::DiscoveryService(
                 shared.clone(),
             )))
-            .add_service(AdminServer::new(grpc::admin::AdminService(shared)));
+            .add_service(AdminServer::new(grpc::admin::AdminService(shared.clone())));
         tasks.spawn(async move {
             if let Err(e) = router.serve_with_incoming(incoming).await {
                 warn!(error = %e, "gRPC server stopped");
@@ -246,6 +247,7 @@ impl ControlPlane {
         Ok(Self {
             grpc_addr,
             http_addr,
+            shared,
             tasks,
         })
     }
@@ -260,8 +262,37 @@ impl ControlPlane {
         self.http_addr
     }
 
+    /// Applies manifests (`(file name, text)` pairs) all or nothing, as `meshward apply` does;
+    /// for a control plane embedded in `meshward up`. Returns kubectl-style result lines, or
+    /// every error with its file:line:column.
+    pub fn apply(&self, files: Vec<(String, String)>) -> Result<Vec<String>, String> {
+        let files: Vec<_> = files
+            .into_iter()
+            .map(|(name, content)| meshward_api::v1::SourceFile { name, content })
+            .collect();
+        grpc::admin::apply_files(&self.shared, &files)
+            .map(|r| r.results)
+            .map_err(|status| status.message().to_owned())
+    }
+
+    /// The join-token registry, for a supervisor that starts proxies beside the control
+    /// plane and needs a fresh token for each start.
+    pub fn token_source(&self) -> Arc<JoinTokens> {
+        self.shared.tokens.clone()
+    }
+
+    /// The sync state of every proxy seen since start.
+    pub fn proxy_status(&self) -> Vec<registry::ProxyRecord> {
+        self.shared.registry.snapshot()
+    }
+
+    /// The roots of the mesh (PEM), for proxies started beside the control plane.
+    pub fn roots_pem(&self) -> String {
+        self.shared.ca.roots_pem()
+    }
+
     /// Runs until a task stops (which only happens on a fatal error).
-    pub async fn wait(mut self) {
+    pub async fn wait(&mut self) {
         self.tasks.join_next().await;
     }
 }

@@ -44,7 +44,7 @@ pub(crate) fn run(args: ControlPlaneArgs) -> anyhow::Result<ExitCode> {
         context_path: Some(args.context.unwrap_or_else(Context::default_path)),
     };
     runtime()?.block_on(async {
-        let control_plane = ControlPlane::start(settings).await?;
+        let mut control_plane = ControlPlane::start(settings).await?;
         println!(
             "control plane listening on {} (gRPC) and {} (metrics)",
             control_plane.grpc_addr(),

@@ -164,7 +164,7 @@ fn parse_kind(name: &str) -> Result<Kind, Status> {
 
 /// Validates every file first, so that one bad document anywhere means nothing is applied;
 /// then applies them in order.
-fn apply_files(shared: &Shared, files: &[SourceFile]) -> Result<ApplyResponse, Status> {
+pub(crate) fn apply_files(shared: &Shared, files: &[SourceFile]) -> Result<ApplyResponse, Status> {
     let mut errors = Vec::new();
     for file in files {
         let parsed = parse_stream(&file.name, &file.content, &Limits::default());

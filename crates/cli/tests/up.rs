@@ -1,0 +1,173 @@
+//! `meshward up` on the bundled example: the seed lab's matrix, `exec` as a workload, the CLI
+//! against the running mesh, `down` — and the ways a directory can be wrong.
+
+mod support;
+
+use std::{path::Path, process::Output};
+
+use support::{meshward, stderr, stdout};
+
+fn example() -> String {
+    format!("{}/../../examples/team-app", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `meshward ARGS` with the state and context of `home`.
+fn run(home: &Path, args: &[&str]) -> Output {
+    meshward()
+        .args(args)
+        .env("MESHWARD_STATE_DIR", home.join("up"))
+        .env("MESHWARD_CONTEXT", home.join("context.json"))
+        .output()
+        .unwrap()
+}
+
+/// Stops the mesh even when an assertion failed.
+struct Down<'a>(&'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = run(self.0, &["down"]);
+    }
+}
+
+#[test]
+fn team_app_lab_strict_refuses_the_pod_without_sidecar() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let out = run(home, &["up", &example(), "--detach", "--subnet", "127.31"]);
+    let _down = Down(home);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let report = stdout(&out);
+    let line = |from: &str| {
+        report
+            .lines()
+            .find(|l| l.starts_with(from))
+            .unwrap_or_else(|| panic!("no row for {from} in\n{report}"))
+            .to_owned()
+    };
+    assert!(
+        line("team-app    httpbin").contains("8080/STRICT"),
+        "{report}"
+    );
+    assert!(line("client.team-app").contains("mTLS"), "{report}");
+    assert!(
+        line("client.team-app").contains("allowed (HTTP/1.1 200 OK)"),
+        "{report}"
+    );
+    assert!(line("naked.team-app").contains("refused"), "{report}");
+
+    // The seed's commands, one line each.
+    let out = run(
+        home,
+        &[
+            "exec",
+            "client.team-app",
+            "--",
+            "curl",
+            "-s",
+            "http://httpbin-svc:8080/get",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let body: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        body["caller"],
+        "spiffe://cluster.local/ns/team-app/sa/default"
+    );
+
+    let out = run(
+        home,
+        &[
+            "exec",
+            "naked.team-app",
+            "--",
+            "sh",
+            "-c",
+            "curl -s http://$HTTPBIN_SVC_SERVICE_HOST:8080/get",
+        ],
+    );
+    let code = out.status.code();
+    assert!(
+        matches!(code, Some(52 | 56)),
+        "naked got through: {code:?} {}",
+        stdout(&out)
+    );
+
+    // The CLI works against the running mesh with no extra flags.
+    let out = run(home, &["get", "peerauthentication", "-A"]);
+    assert!(stdout(&out).contains("mutual-tls-auth"), "{}", stderr(&out));
+    let out = run(home, &["proxy-status"]);
+    assert_eq!(
+        stdout(&out).matches("SYNCED").count(),
+        2,
+        "{}",
+        stdout(&out)
+    );
+
+    // A second up says so clearly.
+    let out = run(home, &["up", &example(), "--subnet", "127.32"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("already running"), "{}", stderr(&out));
+
+    let out = run(home, &["down"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(home, &["exec", "client.team-app", "--", "true"]);
+    assert!(
+        stderr(&out).contains("no mesh is running"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn invalid_policy_is_named_and_nothing_starts() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("lab");
+    std::fs::create_dir(&dir).unwrap();
+    for entry in std::fs::read_dir(example()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let policy = dir.join("peerauth-strict.yaml");
+    let text = std::fs::read_to_string(&policy)
+        .unwrap()
+        .replace("STRICT", "STRICTT");
+    std::fs::write(&policy, text).unwrap();
+    let out = run(
+        home.path(),
+        &["up", dir.to_str().unwrap(), "--subnet", "127.33"],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("peerauth-strict.yaml:"), "{err}");
+    assert!(err.contains("STRICTT"), "{err}");
+}
+
+#[test]
+fn a_workload_whose_command_is_missing_is_named() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("lab");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("w.yaml"),
+        r#"
+apiVersion: meshward.io/v1alpha1
+kind: Workload
+metadata: {name: broken, namespace: default}
+spec:
+  sidecar: false
+  ports: [{port: 9000}]
+  command: ["/nonexistent/program"]
+"#,
+    )
+    .unwrap();
+    let out = run(
+        home.path(),
+        &["up", dir.to_str().unwrap(), "--subnet", "127.34"],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("broken.default app"), "{err}");
+    // Nothing is left running: a new up is possible at once.
+    assert!(!home.path().join("up/mesh.json").exists());
+}

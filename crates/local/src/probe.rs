@@ -1,0 +1,101 @@
+//! Live probes: does a request from one workload reach a service port, and how.
+//!
+//! A probe sends a small HTTP request — through the client's sidecar (HTTP CONNECT on its
+//! outbound port) when it has one, straight to the service's virtual address when it has not —
+//! and waits for the first bytes back. Any answer (an HTTP response, or the echo of the request)
+//! means the connection was let through; a close without a byte means it was refused.
+
+use std::{net::SocketAddr, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// Every step of a probe is bounded by this.
+const STEP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What a probe saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Bytes came back: the first line of the answer.
+    Allowed(String),
+    /// The connection was closed or reset before any answer.
+    Refused(String),
+}
+
+impl Outcome {
+    /// Whether the request got through.
+    pub fn allowed(&self) -> bool {
+        matches!(self, Self::Allowed(_))
+    }
+}
+
+/// Probes `host:port` through the sidecar outbound listener at `proxy`.
+pub async fn via_sidecar(proxy: SocketAddr, host: &str, port: u16) -> Outcome {
+    let attempt = async {
+        let mut stream = connect(proxy).await?;
+        let connect = format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n");
+        stream.write_all(connect.as_bytes()).await?;
+        let head = read_head(&mut stream).await?;
+        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+            return Ok(Outcome::Refused(format!("sidecar: {}", first_line(&head))));
+        }
+        request(stream, host).await
+    };
+    finish(attempt.await)
+}
+
+/// Probes `addr` directly, in plaintext, as a client without a sidecar would.
+pub async fn direct(addr: SocketAddr, host: &str) -> Outcome {
+    let attempt = async { request(connect(addr).await?, host).await };
+    finish(attempt.await)
+}
+
+async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| timed_out("connect"))?
+}
+
+async fn request(mut stream: TcpStream, host: &str) -> std::io::Result<Outcome> {
+    let get = format!("GET /get HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(get.as_bytes()).await?;
+    let head = read_head(&mut stream).await?;
+    Ok(if head.is_empty() {
+        Outcome::Refused("connection closed without an answer".into())
+    } else {
+        Outcome::Allowed(first_line(&head).to_owned())
+    })
+}
+
+/// Reads until the end of an HTTP head, 4 KiB, EOF or the timeout.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    while len < buf.len() {
+        let n = tokio::time::timeout(STEP_TIMEOUT, stream.read(&mut buf[len..]))
+            .await
+            .map_err(|_| timed_out("answer"))??;
+        if n == 0 {
+            break;
+        }
+        len += n;
+        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
+fn finish(result: std::io::Result<Outcome>) -> Outcome {
+    result.unwrap_or_else(|e| Outcome::Refused(e.to_string()))
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default().trim()
+}
+
+fn timed_out(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timed out"))
+}

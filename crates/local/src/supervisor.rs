@@ -1,0 +1,179 @@
+//! Child processes of `meshward up`: apps and sidecars, each restarted with backoff when it
+//! exits, each stopped with SIGTERM (then SIGKILL after a grace period) on shutdown.
+
+use std::{
+    fs::OpenOptions,
+    path::PathBuf,
+    process::{ExitStatus, Stdio},
+    time::Duration,
+};
+
+use nix::{sys::signal, unistd::Pid};
+use tokio::{
+    process::{Child, Command},
+    sync::{mpsc, watch},
+    task::JoinSet,
+};
+use tracing::{info, warn};
+
+/// First restart delay; doubled after each quick exit up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A process that ran this long is considered healthy again: its backoff resets.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// How long a process may take to stop after SIGTERM before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(6);
+
+/// Builds the command for one (re)start; sidecars need a fresh join token every time.
+pub type MakeCommand = Box<dyn FnMut() -> Result<Command, String> + Send>;
+
+/// What a supervised process reports.
+#[derive(Debug)]
+pub enum Event {
+    /// It could not be started at all.
+    SpawnFailed {
+        /// `name.namespace app|sidecar`.
+        label: String,
+        /// Why.
+        reason: String,
+    },
+    /// It exited (and will be restarted unless shutting down).
+    Exited {
+        /// `name.namespace app|sidecar`.
+        label: String,
+        /// How.
+        status: String,
+        /// Its log file.
+        log: PathBuf,
+    },
+}
+
+/// The supervised processes.
+pub struct Supervisor {
+    log_dir: PathBuf,
+    tasks: JoinSet<()>,
+    stop: watch::Sender<bool>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("log_dir", &self.log_dir)
+            .field("processes", &self.tasks.len())
+            .finish()
+    }
+}
+
+impl Supervisor {
+    /// A supervisor writing logs into `log_dir`; events arrive on the returned receiver.
+    pub fn new(log_dir: PathBuf) -> (Self, mpsc::UnboundedReceiver<Event>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let supervisor = Self {
+            log_dir,
+            tasks: JoinSet::new(),
+            stop: watch::channel(false).0,
+            events,
+        };
+        (supervisor, rx)
+    }
+
+    /// Starts `label` now and keeps it running.
+    pub fn run(&mut self, label: String, make: MakeCommand) {
+        let log = self
+            .log_dir
+            .join(format!("{}.log", label.replace(' ', ".")));
+        let stop = self.stop.subscribe();
+        let events = self.events.clone();
+        self.tasks
+            .spawn(keep_running(label, make, log, stop, events));
+    }
+
+    /// Stops every process: SIGTERM, then SIGKILL after [`STOP_GRACE`].
+    pub async fn shutdown(mut self) {
+        self.stop.send_replace(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn keep_running(
+    label: String,
+    mut make: MakeCommand,
+    log: PathBuf,
+    mut stop: watch::Receiver<bool>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let child = make().and_then(|mut command| {
+            let out = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .map_err(|e| format!("log file {}: {e}", log.display()))?;
+            let err = out.try_clone().map_err(|e| e.to_string())?;
+            command
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| e.to_string())
+        });
+        let mut child = match child {
+            Ok(child) => child,
+            Err(reason) => {
+                let _ = events.send(Event::SpawnFailed {
+                    label: label.clone(),
+                    reason,
+                });
+                return;
+            }
+        };
+        let started = tokio::time::Instant::now();
+        tokio::select! {
+            status = child.wait() => {
+                let status = describe(status);
+                warn!(%label, %status, "process exited; restarting in {backoff:?}");
+                let _ = events.send(Event::Exited { label: label.clone(), status, log: log.clone() });
+            }
+            () = stopped(&mut stop) => {
+                terminate(&label, &mut child).await;
+                return;
+            }
+        }
+        if started.elapsed() > HEALTHY_AFTER {
+            backoff = FIRST_BACKOFF;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stopped(&mut stop) => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Resolves once shutdown was requested.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, before any other await.
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}
+
+async fn terminate(label: &str, child: &mut Child) {
+    if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
+        let _ = signal::kill(Pid::from_raw(pid), signal::Signal::SIGTERM);
+        if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_ok() {
+            info!(%label, "stopped");
+            return;
+        }
+        warn!(%label, "did not stop within {STOP_GRACE:?}; killing it");
+    }
+    let _ = child.kill().await;
+}
+
+fn describe(status: std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("wait failed: {e}"),
+    }
+}
