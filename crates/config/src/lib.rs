@@ -4,14 +4,18 @@
 //!
 //! The paved path: [`parse_stream`] a stream → [`ParsedStream::into_documents`] (all or
 //! nothing) → [`Mesh::new`] → [`Mesh::peer_authentication`], [`Mesh::client_tls`],
-//! [`Mesh::resolve_host`], [`Mesh::endpoints`]. This crate does no I/O.
+//! [`Mesh::resolve_host`], [`Mesh::endpoints`]. Over them: [`analyze::analyze`] (cross-resource
+//! findings with Istio's codes) and [`tls_check::tls_check`] (the client × server mTLS matrix).
+//! This crate does no I/O.
 
+pub mod analyze;
 pub mod diagnostic;
 pub mod mesh;
 pub mod meta;
 pub mod parse;
 pub mod resolve;
 pub mod resources;
+pub mod tls_check;
 pub mod validate;
 
 pub use diagnostic::{Diagnostic, Location, Severity};
