@@ -44,32 +44,19 @@ fn openssl_verifies(dir: &Path, ca: &Authority, chain_pem: &str) {
     fs::write(dir.join("leaf.pem"), leaf).unwrap();
     fs::write(dir.join("untrusted.pem"), rest.concat()).unwrap();
     fs::write(dir.join("root.pem"), ca.roots_pem()).unwrap();
-    openssl(
-        dir,
-        &[
+    for purpose in ["sslclient", "sslserver"] {
+        let args = [
             "verify",
             "-CAfile",
             "root.pem",
             "-untrusted",
             "untrusted.pem",
             "-purpose",
-            "sslclient",
+            purpose,
             "leaf.pem",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "verify",
-            "-CAfile",
-            "root.pem",
-            "-untrusted",
-            "untrusted.pem",
-            "-purpose",
-            "sslserver",
-            "leaf.pem",
-        ],
-    );
+        ];
+        openssl(dir, &args);
+    }
 }
 
 #[test]

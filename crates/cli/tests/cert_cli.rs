@@ -35,16 +35,6 @@ fn ok(out: Output) -> String {
     stdout(&out)
 }
 
-fn failed(out: &Output) {
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout: {}\nstderr: {}",
-        stdout(out),
-        stderr(out)
-    );
-}
-
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
@@ -148,6 +138,14 @@ fn init_sign_inspect_verify() {
     }
 }
 
+/// Runs `args`, expects exit code 1 and `needle` in the output (standard output or error).
+fn fails_with(dir: &Path, args: &[&str], needle: &str) {
+    let out = meshward(args, dir);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {text}");
+    assert!(text.contains(needle), "{args:?}: {text}");
+}
+
 #[test]
 fn verify_rejects_and_names_the_rule() {
     let tmp = tempfile::tempdir().unwrap();
@@ -155,68 +153,44 @@ fn verify_rejects_and_names_the_rule() {
     ok(meshward(&["ca", "init", "--dir", "a"], dir));
     ok(meshward(&["ca", "init", "--dir", "b"], dir));
     p256_csr(dir, "x");
-    ok(meshward(
-        &[
-            "cert",
-            "sign",
-            "--ca-dir",
-            "a",
-            "--csr",
-            "x.csr",
-            "--identity",
-            ID,
-            "--out",
-            "x.pem",
-        ],
-        dir,
-    ));
+    let sign = [
+        "cert",
+        "sign",
+        "--ca-dir",
+        "a",
+        "--csr",
+        "x.csr",
+        "--identity",
+        ID,
+        "--out",
+        "x.pem",
+    ];
+    ok(meshward(&sign, dir));
 
-    let out = meshward(
-        &["cert", "verify", "--bundle", "b/root-cert.pem", "x.pem"],
-        dir,
+    let verify = |bundle: &str, extra: &[&str], chain: &str, needle: &str| {
+        let mut args = vec!["cert", "verify", "--bundle", bundle];
+        args.extend_from_slice(extra);
+        args.push(chain);
+        fails_with(dir, &args, needle);
+    };
+    verify(
+        "b/root-cert.pem",
+        &[],
+        "x.pem",
+        "rejected: the chain does not lead to a root",
     );
-    failed(&out);
-    assert!(
-        stdout(&out).starts_with("rejected: the chain does not lead to a root"),
-        "{}",
-        stdout(&out)
+    verify(
+        "a/root-cert.pem",
+        &["--trust-domain", "other.local"],
+        "x.pem",
+        "`cluster.local` is not trusted",
     );
-
-    let out = meshward(
-        &[
-            "cert",
-            "verify",
-            "--bundle",
-            "a/root-cert.pem",
-            "--trust-domain",
-            "other.local",
-            "x.pem",
-        ],
-        dir,
-    );
-    failed(&out);
-    assert!(
-        stdout(&out).contains("`cluster.local` is not trusted"),
-        "{}",
-        stdout(&out)
-    );
-
     // A CA certificate (which names its trust domain) is not a leaf SVID.
-    let out = meshward(
-        &[
-            "cert",
-            "verify",
-            "--bundle",
-            "a/root-cert.pem",
-            "a/ca-cert.pem",
-        ],
-        dir,
-    );
-    failed(&out);
-    assert!(
-        stdout(&out).starts_with("rejected: a leaf SVID must not be a CA"),
-        "{}",
-        stdout(&out)
+    verify(
+        "a/root-cert.pem",
+        &[],
+        "a/ca-cert.pem",
+        "rejected: a leaf SVID must not be a CA",
     );
 }
 
@@ -225,72 +199,44 @@ fn bad_input_names_the_file_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     ok(meshward(&["ca", "init", "--dir", "ca"], dir));
-
+    p256_csr(dir, "ok");
     fs::write(
         dir.join("bad.csr"),
         "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
     )
     .unwrap();
-    let out = meshward(
-        &[
+    let sign = |csr: &str, ttl: &str, needle: &str| {
+        let args = [
             "cert",
             "sign",
             "--ca-dir",
             "ca",
             "--csr",
-            "bad.csr",
-            "--identity",
-            ID,
-            "--out",
-            "out.pem",
-        ],
-        dir,
-    );
-    failed(&out);
-    assert!(stderr(&out).contains("bad.csr"), "{}", stderr(&out));
-    assert!(!dir.join("out.pem").exists());
-
-    p256_csr(dir, "ok");
-    let out = meshward(
-        &[
-            "cert",
-            "sign",
-            "--ca-dir",
-            "ca",
-            "--csr",
-            "ok.csr",
+            csr,
             "--identity",
             ID,
             "--ttl",
-            "365d",
+            ttl,
             "--out",
             "out.pem",
-        ],
+        ];
+        fails_with(dir, &args, needle);
+        assert!(!dir.join("out.pem").exists());
+    };
+    sign("bad.csr", "24h", "bad.csr: not signed");
+    sign("ok.csr", "365d", "exceeds the maximum");
+    sign("missing.csr", "24h", "cannot read missing.csr");
+
+    fails_with(
         dir,
+        &["ca", "init", "--dir", "ca"],
+        "already exists and is not empty",
     );
-    failed(&out);
-    assert!(
-        stderr(&out).contains("exceeds the maximum"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(!dir.join("out.pem").exists());
-
-    let out = meshward(&["ca", "init", "--dir", "ca"], dir);
-    failed(&out);
-    assert!(
-        stderr(&out).contains("already exists and is not empty"),
-        "{}",
-        stderr(&out)
-    );
-
     fs::write(dir.join("garbage.pem"), "hello").unwrap();
-    let out = meshward(&["cert", "inspect", "garbage.pem"], dir);
-    failed(&out);
-    assert!(
-        stderr(&out).contains("garbage.pem: no PEM certificate found"),
-        "{}",
-        stderr(&out)
+    fails_with(
+        dir,
+        &["cert", "inspect", "garbage.pem"],
+        "garbage.pem: no PEM certificate found",
     );
 }
 
@@ -348,15 +294,10 @@ fn adopts_a_plugin_ca_and_refuses_a_mismatched_key() {
             "ca-key.pem",
         ],
     );
-    let out = meshward(
-        &["ca", "init", "--dir", "ca2", "--plugin-certs", "cacerts"],
+    fails_with(
         dir,
-    );
-    failed(&out);
-    assert!(
-        stderr(&out).contains("ca-key.pem: the key does not match"),
-        "{}",
-        stderr(&out)
+        &["ca", "init", "--dir", "ca2", "--plugin-certs", "cacerts"],
+        "ca-key.pem: the key does not match",
     );
     assert!(!dir.join("ca2").exists());
 }

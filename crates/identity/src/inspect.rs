@@ -5,7 +5,7 @@ use rustls_pki_types::CertificateDer;
 use time::format_description::well_known::Rfc3339;
 use x509_parser::extensions::GeneralName;
 use x509_parser::oid_registry::{OID_EC_P256, OID_NIST_EC_P384};
-use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::prelude::X509Certificate;
 use x509_parser::public_key::PublicKey;
 
 use crate::svid::SvidError;
@@ -41,15 +41,7 @@ pub struct CertInfo {
 
 /// Summarises one DER certificate.
 pub fn describe(der: &CertificateDer<'_>) -> Result<CertInfo, SvidError> {
-    let malformed = |reason: String| SvidError::Malformed {
-        position: 1,
-        reason,
-    };
-    let cert = match X509Certificate::from_der(der.as_ref()) {
-        Ok(([], cert)) => cert,
-        Ok(_) => return Err(malformed("trailing bytes after the certificate".to_owned())),
-        Err(err) => return Err(malformed(err.to_string())),
-    };
+    let cert = crate::svid::parse(der, 1)?;
     let rfc3339 = |t: x509_parser::time::ASN1Time| {
         t.to_datetime()
             .format(&Rfc3339)

@@ -218,7 +218,8 @@ pub fn peer_spiffe_id(certs: &[CertificateDer<'_>]) -> Result<SpiffeId, SvidErro
     leaf_spiffe_id(&parse(leaf, 1)?)
 }
 
-fn parse<'a>(
+/// Parses one DER certificate; `position` (1 = leaf) goes into the error.
+pub(crate) fn parse<'a>(
     der: &'a CertificateDer<'_>,
     position: usize,
 ) -> Result<X509Certificate<'a>, SvidError> {

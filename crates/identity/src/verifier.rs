@@ -17,7 +17,7 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use crate::bundle::TrustBundleSet;
-use crate::svid::{AllowedPeers, Side, SvidError, verify_svid_chain};
+use crate::svid::{AllowedPeers, Side, verify_svid_chain};
 
 static PROVIDER: LazyLock<Arc<CryptoProvider>> =
     LazyLock::new(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
@@ -28,18 +28,77 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::clone(&PROVIDER)
 }
 
-fn rejected(err: SvidError) -> rustls::Error {
-    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(err))))
+// === impl SvidPolicy ===
+
+/// What both verifiers hold and do; each trait impl delegates here.
+#[derive(Debug)]
+struct SvidPolicy {
+    bundles: Arc<TrustBundleSet>,
+    allowed: AllowedPeers,
+    provider: Arc<CryptoProvider>,
 }
 
-fn chain<'a>(
-    end_entity: &CertificateDer<'a>,
-    intermediates: &[CertificateDer<'a>],
-) -> Vec<CertificateDer<'a>> {
-    let mut chain = Vec::with_capacity(1 + intermediates.len());
-    chain.push(end_entity.clone());
-    chain.extend_from_slice(intermediates);
-    chain
+impl SvidPolicy {
+    fn new(bundles: Arc<TrustBundleSet>, allowed: AllowedPeers) -> Self {
+        Self {
+            bundles,
+            allowed,
+            provider: crypto_provider(),
+        }
+    }
+
+    fn verify(
+        &self,
+        side: Side,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        let mut chain = Vec::with_capacity(1 + intermediates.len());
+        chain.push(end_entity.clone());
+        chain.extend_from_slice(intermediates);
+        verify_svid_chain(&chain, side, &self.bundles, &self.allowed, now)
+            .map(drop)
+            .map_err(|err| {
+                rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+                    err,
+                ))))
+            })
+    }
+
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 // === impl SpiffeServerVerifier ===
@@ -49,20 +108,12 @@ fn chain<'a>(
 /// The `ServerName` of the connection is not checked: SVIDs carry no DNS names, and the
 /// identity check against [`AllowedPeers`] takes its place.
 #[derive(Debug)]
-pub struct SpiffeServerVerifier {
-    bundles: Arc<TrustBundleSet>,
-    allowed: AllowedPeers,
-    provider: Arc<CryptoProvider>,
-}
+pub struct SpiffeServerVerifier(SvidPolicy);
 
 impl SpiffeServerVerifier {
     /// Trusts the roots in `bundles` and accepts the server identities in `allowed`.
     pub fn new(bundles: Arc<TrustBundleSet>, allowed: AllowedPeers) -> Self {
-        Self {
-            bundles,
-            allowed,
-            provider: crypto_provider(),
-        }
+        Self(SvidPolicy::new(bundles, allowed))
     }
 }
 
@@ -75,9 +126,8 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let chain = chain(end_entity, intermediates);
-        verify_svid_chain(&chain, Side::Server, &self.bundles, &self.allowed, now)
-            .map_err(rejected)?;
+        self.0
+            .verify(Side::Server, end_entity, intermediates, now)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -87,12 +137,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.0.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -101,44 +146,47 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.0.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.schemes()
     }
 }
 
 // === impl SpiffeClientVerifier ===
 
-/// Server side: requires a client certificate, verifies it as an X.509-SVID with EKU
-/// clientAuth, and that its SPIFFE ID is allowed.
+/// Server side: verifies the client's X.509-SVID (with EKU clientAuth) and that its SPIFFE ID
+/// is allowed. A client certificate is required unless [`Self::optional`] says otherwise.
 #[derive(Debug)]
 pub struct SpiffeClientVerifier {
-    bundles: Arc<TrustBundleSet>,
-    allowed: AllowedPeers,
-    provider: Arc<CryptoProvider>,
+    policy: SvidPolicy,
+    mandatory: bool,
 }
 
 impl SpiffeClientVerifier {
     /// Trusts the roots in `bundles` and accepts the client identities in `allowed`.
     pub fn new(bundles: Arc<TrustBundleSet>, allowed: AllowedPeers) -> Self {
         Self {
-            bundles,
-            allowed,
-            provider: crypto_provider(),
+            policy: SvidPolicy::new(bundles, allowed),
+            mandatory: true,
         }
+    }
+
+    /// Lets clients without any certificate complete the handshake (a certificate that *is*
+    /// sent is still fully verified). For endpoints where a workload first obtains its SVID;
+    /// the application must then authenticate such clients another way.
+    pub fn optional(mut self) -> Self {
+        self.mandatory = false;
+        self
     }
 }
 
 impl ClientCertVerifier for SpiffeClientVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         // No hints: a mesh client has exactly one SVID, so there is nothing to choose between.
         &[]
@@ -150,9 +198,8 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let chain = chain(end_entity, intermediates);
-        verify_svid_chain(&chain, Side::Client, &self.bundles, &self.allowed, now)
-            .map_err(rejected)?;
+        self.policy
+            .verify(Side::Client, end_entity, intermediates, now)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -162,12 +209,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.policy.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -176,18 +218,11 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.policy.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.policy.schemes()
     }
 }
 

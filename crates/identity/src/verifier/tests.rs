@@ -140,3 +140,21 @@ fn server_allows_by_trust_domain() {
     );
     assert_eq!(out.server, Ok(id(CLIENT)));
 }
+
+#[test]
+fn optional_client_auth_still_verifies_a_sent_certificate() {
+    let pair = Pair::new();
+    let verifier =
+        SpiffeClientVerifier::new(Arc::clone(&pair.bundles), AllowedPeers::any()).optional();
+    assert!(!verifier.client_auth_mandatory());
+    assert!(
+        SpiffeClientVerifier::new(Arc::clone(&pair.bundles), AllowedPeers::any())
+            .client_auth_mandatory()
+    );
+    let foreign = TestCa::root("foreign");
+    let (chain, _) = foreign.leaf(&leaf_params(CLIENT));
+    let err = verifier
+        .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("UnknownIssuer"), "{err:?}");
+}
