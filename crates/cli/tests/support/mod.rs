@@ -87,3 +87,12 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// Runs `meshward ARGS` offline in `tests/fixtures/`, so fixture paths print relative.
+pub fn in_fixtures(args: &[&str]) -> Output {
+    meshward()
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
+        .output()
+        .expect("run meshward")
+}
