@@ -302,7 +302,7 @@ fn system_identity(td: &TrustDomain, account: &str) -> Result<SpiffeId, StartErr
 }
 
 /// A certificate's expiry, Unix seconds.
-fn not_after(der: &[u8]) -> Option<i64> {
+pub(crate) fn not_after(der: &[u8]) -> Option<i64> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     Some(cert.validity().not_after.timestamp())
 }

@@ -86,6 +86,12 @@ pub(crate) fn peer_identity<T>(request: &Request<T>) -> Option<SpiffeId> {
     peer_spiffe_id(&certs).ok()
 }
 
+/// Expiry (Unix seconds) of the certificate the caller presented, if any.
+pub(crate) fn peer_not_after<T>(request: &Request<T>) -> Option<i64> {
+    let certs = request.extensions().get::<TlsInfo>()?.peer_certs()?;
+    crate::not_after(certs.first()?)
+}
+
 /// The caller's SPIFFE ID, or `Unauthenticated`.
 pub(crate) fn require_identity<T>(request: &Request<T>) -> Result<SpiffeId, Status> {
     peer_identity(request)

@@ -14,6 +14,8 @@ use meshward_config::{Document, Kind, Limits, Mesh, ResourceKey, parse_stream};
 use serde::{Deserialize, Serialize};
 
 use crate::watchers::Watchers;
+
+mod created;
 use crate::{Applied, Revision, Store, StoreError};
 
 const STATE: &str = "state.json";
@@ -139,10 +141,18 @@ impl FileStore {
 }
 
 impl Store for FileStore {
-    fn apply(&self, source: &str, text: &str) -> Result<Applied, StoreError> {
-        let documents = parse_stream(source, text, &self.limits)
-            .into_documents()
-            .map_err(StoreError::Invalid)?;
+    fn apply_files(&self, files: &[(String, String)]) -> Result<Applied, StoreError> {
+        let mut documents = Vec::new();
+        let mut errors = Vec::new();
+        for (source, text) in files {
+            match parse_stream(source, text, &self.limits).into_documents() {
+                Ok(docs) => documents.extend(docs),
+                Err(diagnostics) => errors.extend(diagnostics),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(StoreError::Invalid(errors));
+        }
         // Catches a resource defined twice within the stream.
         Mesh::new(documents.clone()).map_err(|err| StoreError::Conflict(err.to_string()))?;
         let mut resources = self.locked();
@@ -153,8 +163,14 @@ impl Store for FileStore {
             updated: Vec::new(),
             unchanged: Vec::new(),
         };
+        let now = created::now();
         for document in documents {
             let key = document.resource.key();
+            let created = next
+                .get(&key)
+                .and_then(|old| old.resource.metadata().creation_timestamp.clone())
+                .unwrap_or_else(|| now.clone());
+            let document = created::stamp(document, &created, &self.limits)?;
             match next.get(&key) {
                 None => applied.created.push(key.clone()),
                 Some(old) if old.resource == document.resource => {

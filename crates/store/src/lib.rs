@@ -73,8 +73,15 @@ pub enum StoreError {
 
 /// A place applied resources live.
 pub trait Store: Send + Sync {
-    /// Validates the whole stream and applies it all, or nothing when any document is invalid.
-    fn apply(&self, source: &str, text: &str) -> Result<Applied, StoreError>;
+    /// Validates every document of every file (`(name, text)` pairs) and applies them all, or
+    /// nothing when any is invalid. New resources without `metadata.creationTimestamp` get one,
+    /// as Kubernetes does, and updates keep the original one: Istio's "oldest policy wins"
+    /// depends on it.
+    fn apply_files(&self, files: &[(String, String)]) -> Result<Applied, StoreError>;
+    /// [`Store::apply_files`] with one file.
+    fn apply(&self, source: &str, text: &str) -> Result<Applied, StoreError> {
+        self.apply_files(&[(source.to_owned(), text.to_owned())])
+    }
     /// One resource.
     fn get(&self, key: &ResourceKey) -> Result<Option<Document>, StoreError>;
     /// Resources of a kind (all kinds when `None`) in a namespace (all when `None`).

@@ -9,7 +9,7 @@ use meshward_api::v1::{
     DeleteResponse, ListRequest, ListResponse, ProxyStatusRequest, ProxyStatusResponse, Resource,
     SourceFile, admin_server::Admin,
 };
-use meshward_config::{Document, Kind, Limits, ResourceKey, Severity, parse_stream};
+use meshward_config::{Document, Kind, ResourceKey};
 use meshward_identity::SpiffeId;
 use meshward_store::{Store, StoreError};
 use tonic::{Request, Response, Status};
@@ -162,43 +162,30 @@ fn parse_kind(name: &str) -> Result<Kind, Status> {
     Kind::from_name(name).ok_or_else(|| Status::invalid_argument(format!("unknown kind {name:?}")))
 }
 
-/// Validates every file first, so that one bad document anywhere means nothing is applied;
-/// then applies them in order.
+/// Applies every file as one change: one bad document anywhere means nothing is applied, and
+/// every error is reported, not just the first.
 pub(crate) fn apply_files(shared: &Shared, files: &[SourceFile]) -> Result<ApplyResponse, Status> {
-    let mut errors = Vec::new();
-    for file in files {
-        let parsed = parse_stream(&file.name, &file.content, &Limits::default());
-        errors.extend(
-            parsed
-                .documents
-                .iter()
-                .flat_map(|d| &d.diagnostics)
-                .chain(&parsed.errors)
-                .filter(|d| d.severity == Severity::Error)
-                .map(ToString::to_string),
+    let pairs: Vec<(String, String)> = files
+        .iter()
+        .map(|f| (f.name.clone(), f.content.clone()))
+        .collect();
+    let applied = shared
+        .store
+        .apply_files(&pairs)
+        .map_err(|e| Status::invalid_argument(store_error(&e)))?;
+    let mut response = ApplyResponse {
+        revision: applied.revision.0,
+        results: Vec::new(),
+    };
+    for (keys, verb) in [
+        (&applied.created, "created"),
+        (&applied.updated, "configured"),
+        (&applied.unchanged, "unchanged"),
+    ] {
+        response.results.extend(
+            keys.iter()
+                .map(|k| format!("{}/{} {verb}", k.kind.as_str().to_ascii_lowercase(), k.name)),
         );
-    }
-    if !errors.is_empty() {
-        return Err(Status::invalid_argument(errors.join("\n")));
-    }
-    let mut response = ApplyResponse::default();
-    for file in files {
-        let applied = shared
-            .store
-            .apply(&file.name, &file.content)
-            .map_err(|e| Status::invalid_argument(store_error(&e)))?;
-        response.revision = applied.revision.0;
-        for (keys, verb) in [
-            (&applied.created, "created"),
-            (&applied.updated, "configured"),
-            (&applied.unchanged, "unchanged"),
-        ] {
-            response
-                .results
-                .extend(keys.iter().map(|k| {
-                    format!("{}/{} {verb}", k.kind.as_str().to_ascii_lowercase(), k.name)
-                }));
-        }
     }
     info!(revision = response.revision, "configuration applied");
     Ok(response)

@@ -30,6 +30,7 @@ impl Discovery for DiscoveryService {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
         let identity = tls::require_identity(&request)?;
+        let cert_not_after = tls::peer_not_after(&request).unwrap_or_default();
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
             Ok(Some(Ok(DiscoveryRequest {
@@ -50,6 +51,7 @@ impl Discovery for DiscoveryService {
         let registry = shared.registry.clone();
         registry.update(&workload, |r| {
             r.identity = identity.to_string();
+            r.cert_not_after = cert_not_after;
             r.connected = true;
             r.version_acked = r.version_acked.max(hello.version);
         });

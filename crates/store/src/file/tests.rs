@@ -93,3 +93,61 @@ fn a_corrupt_state_file_is_an_error_not_a_panic() {
         Err(StoreError::Corrupt { .. })
     ));
 }
+
+#[test]
+fn creation_time_is_stamped_once_and_kept_across_updates_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = |store: &FileStore| {
+        store.list(Some(Kind::PeerAuthentication), None).unwrap()[0]
+            .resource
+            .metadata()
+            .creation_timestamp
+            .clone()
+            .expect("stamped")
+    };
+    let first = {
+        let store = FileStore::open(dir.path()).unwrap();
+        store.apply("a.yaml", PA).unwrap();
+        created(&store)
+    };
+    assert!(
+        first.ends_with('Z') && first.len() == 20,
+        "RFC 3339 seconds: {first}"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let store = FileStore::open(dir.path()).unwrap();
+    assert_eq!(created(&store), first, "restart keeps it");
+    let updated = store
+        .apply("a.yaml", &PA.replace("STRICT", "PERMISSIVE"))
+        .unwrap();
+    assert_eq!(updated.updated.len(), 1);
+    assert_eq!(
+        created(&store),
+        first,
+        "an update keeps the original creation time"
+    );
+    let again = store
+        .apply("a.yaml", &PA.replace("STRICT", "PERMISSIVE"))
+        .unwrap();
+    assert_eq!(
+        again.unchanged.len(),
+        1,
+        "re-applying unchanged text is not an update"
+    );
+}
+
+#[test]
+fn several_files_apply_as_one_change_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let bad = PA.replace("STRICT", "STRICTT").replace("default", "other");
+    let err = store
+        .apply_files(&[("a.yaml".into(), NS.into()), ("b.yaml".into(), bad)])
+        .unwrap_err();
+    assert!(err.to_string().contains("nothing applied"), "{err}");
+    assert_eq!(store.revision(), Revision(0));
+    let applied = store
+        .apply_files(&[("a.yaml".into(), NS.into()), ("b.yaml".into(), PA.into())])
+        .unwrap();
+    assert_eq!((applied.revision, applied.created.len()), (Revision(1), 2));
+}
