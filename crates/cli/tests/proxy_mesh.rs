@@ -41,35 +41,58 @@ metadata: {name: strict, namespace: team-app}
 spec: {mtls: {mode: STRICT}}
 "#;
 
-/// An HTTP/1 app on `addr` whose body is the request's XFCC headers, one per line.
-fn app(addr: &str) -> Arc<Mutex<Vec<String>>> {
+/// What the app saw: its accepted connections, and each request's XFCC headers.
+#[derive(Default)]
+struct Seen {
+    connections: usize,
+    requests: Vec<String>,
+}
+
+/// A keep-alive HTTP/1 app on `addr` whose body is the request's XFCC headers, one per line.
+fn app(addr: &str) -> Arc<Mutex<Seen>> {
     let listener = TcpListener::bind(addr).unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::new(Mutex::new(Seen::default()));
     let s = Arc::clone(&seen);
     std::thread::spawn(move || {
         for tcp in listener.incoming() {
             let Ok(mut tcp) = tcp else { continue };
-            let mut reader = BufReader::new(tcp.try_clone().unwrap());
-            let mut xfcc = Vec::new();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
+            s.lock().unwrap().connections += 1;
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(tcp.try_clone().unwrap());
+                loop {
+                    let mut xfcc = Vec::new();
+                    let mut lines = 0;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        lines += 1;
+                        if let Some(v) = line
+                            .to_ascii_lowercase()
+                            .strip_prefix("x-forwarded-client-cert:")
+                        {
+                            xfcc.push(v.trim().to_owned());
+                        }
+                    }
+                    if lines == 0 {
+                        return;
+                    }
+                    let body = xfcc.join("\n");
+                    s.lock().unwrap().requests.push(body.clone());
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if tcp.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
                 }
-                if let Some(v) = line
-                    .to_ascii_lowercase()
-                    .strip_prefix("x-forwarded-client-cert:")
-                {
-                    xfcc.push(v.trim().to_owned());
-                }
-            }
-            let body = xfcc.join("\n");
-            s.lock().unwrap().push(body.clone());
-            let _ = write!(
-                tcp,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
+            });
         }
     });
     seen
@@ -98,7 +121,7 @@ fn start_mesh(
     cp: &ControlPlane,
     dir: &std::path::Path,
     net: &str,
-) -> (Arc<Mutex<Vec<String>>>, Running, Running) {
+) -> (Arc<Mutex<Seen>>, Running, Running) {
     let file = dir.join("mesh.yaml");
     std::fs::write(&file, mesh(net)).unwrap();
     let out = cp.cli(&["apply", "-f", file.to_str().unwrap()]);
@@ -228,10 +251,10 @@ fn sidecars_carry_requests_over_mtls_with_the_callers_identity() {
     assert_eq!(code, "502");
     assert!(body.contains("unknown service"), "{body}");
     // Plaintext straight to the STRICT port never reaches the app.
-    let before = seen.lock().unwrap().len();
+    let before = seen.lock().unwrap().requests.len();
     let (_, code) = curl(&["http://127.0.70.3:8080/get"], &[]);
     assert_eq!(code, "000");
-    assert_eq!(seen.lock().unwrap().len(), before);
+    assert_eq!(seen.lock().unwrap().requests.len(), before);
 
     // SIGTERM: the proxy drains and exits 0 within the drain timeout.
     let pid = client.0.id().to_string();
@@ -275,7 +298,16 @@ fn rotations_and_a_lost_control_plane_cost_no_request() {
     assert_eq!(failures, 0, "requests failed across certificate rotations");
     let later = http_get("127.0.71.2:15000", "/certs").unwrap();
     assert_ne!(first, later, "the certificate was never renewed");
-    assert!(seen.lock().unwrap().len() > 50);
+    let seen = seen.lock().unwrap();
+    assert!(seen.requests.len() > 50);
+    // Upstream connections are reused (and survive rotations): far fewer than requests.
+    assert!(
+        seen.connections < 5,
+        "{} connections for {} requests",
+        seen.connections,
+        seen.requests.len()
+    );
+    drop(seen);
 
     // The control plane goes away: traffic keeps flowing on the last certificate and view.
     let _ = cp.process.0.kill();

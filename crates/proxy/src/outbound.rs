@@ -4,6 +4,7 @@
 //! expected one before a byte of the request is sent.
 
 pub mod http_proxy;
+mod pool;
 pub mod upstream;
 
 use std::io;
@@ -18,6 +19,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
+use self::pool::Pool;
 use crate::config::Timeouts;
 use crate::creds::{CredsError, CredsReceiver};
 use crate::drain::Drain;
@@ -75,6 +77,7 @@ pub struct Outbound {
     view: watch::Receiver<Arc<View>>,
     timeouts: Timeouts,
     drain: Drain,
+    pool: Arc<Pool>,
 }
 
 impl Outbound {
@@ -90,6 +93,7 @@ impl Outbound {
             view,
             timeouts,
             drain,
+            pool: Arc::default(),
         })
     }
 

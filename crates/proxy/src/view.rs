@@ -92,7 +92,7 @@ pub struct Endpoint {
 }
 
 /// How to reach one chosen endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Route {
     /// mTLS to `address`, accepting only a server named in `expected`.
     Mtls {

@@ -232,3 +232,39 @@ async fn drain_lets_in_flight_connections_finish_and_stops_accepting() {
     );
     assert!(server.shutdown(Duration::from_secs(1)).await);
 }
+
+#[tokio::test]
+async fn changed_certificate_files_are_picked_up_without_a_restart() {
+    let pki = Pki::new();
+    let app = http_app(sock("127.0.66.12:8080")).await;
+    let new_id = "spiffe://cluster.local/ns/test/sa/server-v2";
+    // The client only accepts the new identity; the server starts with the old one.
+    let (_server, _client) = pair("127.0.66", &pki, "server", "strict", new_id).await;
+    let refused = raw_http(sock("127.0.66.1:9000"), "").await;
+    assert!(
+        refused.as_ref().map_or(true, String::is_empty),
+        "{refused:?}"
+    );
+
+    let next = pki.issue("test", "server-v2", "next");
+    // Replace the files the server was started with (`pair` named them `<net>-server`).
+    let dir = pki.dir.path();
+    std::fs::copy(&next.key, dir.join("127.0.66-server.key")).unwrap();
+    std::fs::copy(&next.cert, dir.join("127.0.66-server.crt")).unwrap();
+    let mut ok = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Ok(resp) = raw_http(sock("127.0.66.1:9000"), "").await
+            && resp.starts_with("HTTP/1.1 200")
+        {
+            ok = Some(resp);
+            break;
+        }
+    }
+    let resp = ok.expect("the new certificate was never served");
+    assert!(
+        resp.ends_with(&format!("By={new_id};URI={CLIENT_ID}")),
+        "{resp}"
+    );
+    assert_eq!(app.requests().len(), 1);
+}

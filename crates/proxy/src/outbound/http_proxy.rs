@@ -19,17 +19,23 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Outbound;
+use super::pool::PooledBody;
 use crate::io::splice;
 use crate::tls::{ALPN_HTTP1, ALPN_TCP};
 use crate::view::Route;
 use crate::web::{Body, full, http1_server, reply};
 
-/// Hop-by-hop headers meant for the proxy, never forwarded.
-const PROXY_HEADERS: [&str; 3] = [
+/// Hop-by-hop headers meant for this proxy, never forwarded (the upstream connection has its
+/// own lifecycle: it is reused when the protocol allows).
+const HOP_HEADERS: [&str; 5] = [
+    "connection",
+    "keep-alive",
     "proxy-connection",
     "proxy-authorization",
     "proxy-authenticate",
 ];
+/// How long an idle pooled connection may take to be ready for the next request.
+const POOL_READY: Duration = Duration::from_secs(1);
 
 impl Outbound {
     /// Accepts on `listener` until the drain.
@@ -152,6 +158,46 @@ impl Outbound {
             }
         };
         let route = self.route(&authority, 80)?;
+
+        // Origin form upstream; Host keeps the name the client used.
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(path);
+        for name in HOP_HEADERS {
+            parts.headers.remove(name);
+        }
+        if !parts.headers.contains_key(header::HOST)
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(header::HOST, host);
+        }
+        let mut req = Request::from_parts(parts, body);
+
+        // An idle connection first; a request it could not even send is retried on the next.
+        while let Some(mut sender) = self.pool.take(&route) {
+            if !matches!(
+                tokio::time::timeout(POOL_READY, sender.ready()).await,
+                Ok(Ok(()))
+            ) {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.pooled(resp, route, sender)),
+                Err(mut err) => match err.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => {
+                        return Err((
+                            StatusCode::BAD_GATEWAY,
+                            format!("upstream request failed: {}", err.into_error()),
+                        ));
+                    }
+                },
+            }
+        }
+
         let server = self
             .connect(&route, ALPN_HTTP1)
             .await
@@ -169,31 +215,22 @@ impl Outbound {
                 tracing::debug!(%err, "upstream HTTP connection ended");
             }
         });
+        let resp = sender.send_request(req).await.map_err(|e| {
+            (
+                StatusCode::BAD_GATEWAY,
+                format!("upstream request failed: {e}"),
+            )
+        })?;
+        Ok(self.pooled(resp, route, sender))
+    }
 
-        // Origin form upstream; Host keeps the name the client used.
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::from(path);
-        for name in PROXY_HEADERS {
-            parts.headers.remove(name);
-        }
-        if !parts.headers.contains_key(header::HOST)
-            && let Ok(host) = HeaderValue::from_str(authority.as_str())
-        {
-            parts.headers.insert(header::HOST, host);
-        }
-        let resp = sender
-            .send_request(Request::from_parts(parts, body))
-            .await
-            .map_err(|e| {
-                (
-                    StatusCode::BAD_GATEWAY,
-                    format!("upstream request failed: {e}"),
-                )
-            })?;
-        Ok(resp.map(|b| b.boxed()))
+    fn pooled(
+        &self,
+        resp: Response<Incoming>,
+        route: Route,
+        sender: client1::SendRequest<Incoming>,
+    ) -> Response<Body> {
+        let pool = Arc::clone(&self.pool);
+        resp.map(|body| PooledBody::new(body, pool, route, sender).boxed())
     }
 }
