@@ -142,6 +142,8 @@ pub(crate) struct Material {
 /// A certificate with the file it came from.
 struct Located {
     path: PathBuf,
+    /// 1-based position in that file.
+    position: usize,
     der: CertificateDer<'static>,
 }
 
@@ -175,18 +177,22 @@ pub(crate) fn load_dir(dir: &Path) -> Result<Material, LoadError> {
 
     // Istio's cert-chain.pem repeats the signing certificate first and may end with the root.
     let mut upper: Vec<CertificateDer<'static>> = chain_certs;
+    let mut first_position = 1;
     if upper.first() == Some(&ca_cert) {
         upper.remove(0);
+        first_position = 2;
     }
     while upper.last().is_some_and(|c| roots.contains(c)) {
         upper.pop();
     }
     let mut path = vec![Located {
         path: cert_path.clone(),
+        position: 1,
         der: ca_cert.clone(),
     }];
-    path.extend(upper.iter().map(|der| Located {
+    path.extend(upper.iter().enumerate().map(|(i, der)| Located {
         path: chain_path.clone(),
+        position: first_position + i,
         der: der.clone(),
     }));
     let root = verify_path(&path, &roots, &roots_path)?;
@@ -229,11 +235,11 @@ fn verify_path(
     roots_path: &Path,
 ) -> Result<CertificateDer<'static>, LoadError> {
     for (i, link) in path.iter().enumerate() {
-        let cert = parse(&link.path, 1, &link.der)?;
+        let cert = parse(&link.path, link.position, &link.der)?;
         check_ca(&link.path, &cert)?;
         check_validity(&link.path, &cert)?;
         if let Some(parent) = path.get(i + 1) {
-            let issuer = parse(&parent.path, 1, &parent.der)?;
+            let issuer = parse(&parent.path, parent.position, &parent.der)?;
             check_signed_by(&link.path, &cert, &issuer)?;
         }
     }
@@ -245,7 +251,7 @@ fn verify_path(
     if roots.contains(&last.der) {
         return Ok(last.der.clone());
     }
-    let cert = parse(&last.path, 1, &last.der)?;
+    let cert = parse(&last.path, last.position, &last.der)?;
     for (i, root) in roots.iter().enumerate() {
         let parsed = parse(roots_path, i + 1, root)?;
         if parsed.subject() == cert.issuer() && check_signed_by(&last.path, &cert, &parsed).is_ok()

@@ -249,3 +249,29 @@ fn control_plane_gets_its_own_identity() {
     assert!(matches!(key, PrivateKeyDer::Pkcs8(_)));
     assert!(ca.roots_pem().starts_with("-----BEGIN CERTIFICATE-----\n"));
 }
+
+#[test]
+fn names_the_position_of_a_malformed_chain_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    Authority::init(
+        &dir,
+        &InitOptions::new(td("cluster.local")).with_intermediate(),
+    )
+    .unwrap();
+    // ca-cert.pem first (as Istio writes it), then a block that is base64 but not X.509.
+    let chain = format!(
+        "{}-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n",
+        fs::read_to_string(dir.join(CA_CERT)).unwrap()
+    );
+    fs::write(dir.join(CERT_CHAIN), chain).unwrap();
+    let err = Authority::load(&dir, None).unwrap_err();
+    let CaError::Load(LoadError::BadCert { path, position, .. }) = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(
+        (path.file_name().unwrap(), *position),
+        (CERT_CHAIN.as_ref(), 2),
+        "{err}"
+    );
+}
