@@ -229,13 +229,7 @@ impl Inbound {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let sniffed = detect::sniff_protocol(
-            &mut io,
-            Vec::new(),
-            self.timeouts.first_byte,
-            self.timeouts.handshake,
-        )
-        .await;
+        let sniffed = detect::sniff_protocol(&mut io, Vec::new(), self.timeouts.first_byte).await;
         let (prefix, protocol) = match sniffed {
             Ok(s) => s,
             Err(err) => {

@@ -212,7 +212,8 @@ async fn drain_lets_in_flight_connections_finish_and_stops_accepting() {
     let _app = echo_app(sock("127.0.67.12:8080")).await;
     let (server, client) = pair("127.0.67", &pki, "server", "strict", SERVER_ID).await;
     let mut tcp = TcpStream::connect("127.0.67.1:9000").await.unwrap();
-    tcp.write_all(b"a").await.unwrap();
+    // Binary bytes: an opaque stream (text that pauses mid-line would be taken as HTTP).
+    tcp.write_all(b"\x01").await.unwrap();
     let mut buf = [0u8; 1];
     tcp.read_exact(&mut buf).await.unwrap();
 
@@ -221,11 +222,11 @@ async fn drain_lets_in_flight_connections_finish_and_stops_accepting() {
     // New connections are refused while draining.
     assert!(TcpStream::connect("127.0.67.1:9000").await.is_err());
     // The open one still works, and the drain finishes when it ends.
-    tcp.write_all(b"b").await.unwrap();
+    tcp.write_all(b"\x02").await.unwrap();
     tcp.shutdown().await.unwrap();
     let mut rest = Vec::new();
     tcp.read_to_end(&mut rest).await.unwrap();
-    assert_eq!(rest, b"bdone");
+    assert_eq!(rest, b"\x02done");
     assert!(
         drained.await.unwrap(),
         "drain should finish before its deadline"

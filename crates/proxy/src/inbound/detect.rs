@@ -45,8 +45,20 @@ pub enum Protocol {
     Opaque,
 }
 
-/// Reads until `classify` decides or `limit` bytes are buffered. Returns the bytes read and
-/// the decision; `None` when the peer went silent (first byte) or closed early.
+/// How sniffing ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sniffed<T> {
+    /// The classifier decided.
+    Decided(T),
+    /// The peer closed its side first.
+    Eof,
+    /// The peer paused: nothing within the first-byte timeout, or no decision by the deadline.
+    Timeout,
+    /// The size limit was reached without a decision.
+    Full,
+}
+
+/// Reads until `classify` decides, the peer closes or pauses, or `limit` bytes are buffered.
 async fn sniff<S, T>(
     io: &mut S,
     mut buf: Vec<u8>,
@@ -54,7 +66,7 @@ async fn sniff<S, T>(
     first_byte: Duration,
     total: Duration,
     classify: impl Fn(&[u8]) -> Option<T>,
-) -> io::Result<(Vec<u8>, Option<T>)>
+) -> io::Result<(Vec<u8>, Sniffed<T>)>
 where
     S: AsyncRead + Unpin,
 {
@@ -62,25 +74,23 @@ where
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(decided) = classify(&buf) {
-            return Ok((buf, Some(decided)));
+            return Ok((buf, Sniffed::Decided(decided)));
         }
         if buf.len() >= limit {
-            return Ok((buf, None));
+            return Ok((buf, Sniffed::Full));
         }
         let want = chunk.len().min(limit - buf.len());
         let read = if buf.is_empty() {
-            match timeout(first_byte, io.read(&mut chunk[..want])).await {
-                Ok(r) => r?,
-                Err(_) => return Ok((buf, None)),
-            }
+            timeout(first_byte, io.read(&mut chunk[..want])).await
         } else {
-            match timeout_at(deadline, io.read(&mut chunk[..want])).await {
-                Ok(r) => r?,
-                Err(_) => return Ok((buf, None)),
-            }
+            timeout_at(deadline, io.read(&mut chunk[..want])).await
+        };
+        let read = match read {
+            Err(_) => return Ok((buf, Sniffed::Timeout)),
+            Ok(r) => r?,
         };
         if read == 0 {
-            return Ok((buf, None));
+            return Ok((buf, Sniffed::Eof));
         }
         buf.extend_from_slice(&chunk[..read]);
     }
@@ -92,7 +102,7 @@ pub async fn sniff_transport<S: AsyncRead + Unpin>(
     first_byte: Duration,
     handshake: Duration,
 ) -> io::Result<(Vec<u8>, Transport)> {
-    let (buf, decided) = sniff(
+    let (buf, sniffed) = sniff(
         io,
         Vec::new(),
         MAX_HELLO,
@@ -101,32 +111,57 @@ pub async fn sniff_transport<S: AsyncRead + Unpin>(
         classify_transport,
     )
     .await?;
-    let transport = match decided {
-        Some(t) => t,
-        None if buf.is_empty() => Transport::Silent,
+    let transport = match sniffed {
+        Sniffed::Decided(t) => t,
+        _ if buf.is_empty() => Transport::Silent,
         // A truncated or oversized record that started like TLS.
-        None => Transport::OtherTls,
+        _ => Transport::OtherTls,
     };
     Ok((buf, transport))
 }
 
-/// Sniffs whether a stream carries HTTP; `prefix` holds bytes already read from it.
+/// Sniffs whether a stream carries HTTP; `prefix` holds bytes already read from it. Waits at
+/// most `first_byte` for the first byte and again for the rest of the first line.
+///
+/// A first line that starts with a letter but is still unfinished when the peer pauses, or
+/// that is longer than 8 KiB, is taken as HTTP: hyper then refuses what is not, so pausing
+/// mid-line cannot smuggle an unsanitized request past the proxy. Only end of stream makes
+/// such a prefix opaque (no complete request can follow it).
 pub async fn sniff_protocol<S: AsyncRead + Unpin>(
     io: &mut S,
     prefix: Vec<u8>,
     first_byte: Duration,
-    total: Duration,
 ) -> io::Result<(Vec<u8>, Protocol)> {
-    let (buf, decided) = sniff(
+    let (buf, sniffed) = sniff(
         io,
         prefix,
         MAX_REQUEST_LINE,
         first_byte,
-        total,
+        first_byte,
         classify_protocol,
     )
     .await?;
-    Ok((buf, decided.unwrap_or(Protocol::Opaque)))
+    let protocol = match sniffed {
+        Sniffed::Decided(p) => p,
+        Sniffed::Eof => Protocol::Opaque,
+        Sniffed::Timeout | Sniffed::Full if starts_like_text(&buf) => Protocol::Http1,
+        Sniffed::Timeout | Sniffed::Full => Protocol::Opaque,
+    };
+    Ok((buf, protocol))
+}
+
+fn skip_empty_lines(buf: &[u8]) -> &[u8] {
+    let start = buf
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    &buf[start..]
+}
+
+fn starts_like_text(buf: &[u8]) -> bool {
+    skip_empty_lines(buf)
+        .first()
+        .is_some_and(u8::is_ascii_alphabetic)
 }
 
 /// Decides the transport from the bytes so far, or `None` to read more.
@@ -157,35 +192,29 @@ pub fn classify_transport(buf: &[u8]) -> Option<Transport> {
 }
 
 /// Decides whether the bytes so far start HTTP, or `None` to read more.
+///
+/// Errs toward HTTP: anything whose first line starts with a letter and mentions `HTTP/` is
+/// parsed by hyper (which refuses what it cannot parse), so no lenient app parser ever sees a
+/// request the proxy did not sanitize. Leading empty lines are skipped, as HTTP parsers do.
 pub fn classify_protocol(buf: &[u8]) -> Option<Protocol> {
-    if buf.is_empty() {
-        return None;
-    }
+    let buf = skip_empty_lines(buf);
+    let first = *buf.first()?;
     let n = buf.len().min(H2_PREFACE.len());
     if buf[..n] == H2_PREFACE[..n] {
         return (buf.len() >= H2_PREFACE.len()).then_some(Protocol::Http2);
     }
-    // Request line: METHOD SP target SP HTTP/1.x CRLF, METHOD in upper-case letters.
-    let method_len = buf.iter().take_while(|b| b.is_ascii_uppercase()).count();
-    if method_len > 20 {
+    if !first.is_ascii_alphabetic() {
         return Some(Protocol::Opaque);
     }
-    match buf.get(method_len) {
-        None => return None,
-        Some(b' ') if method_len > 0 => {}
-        Some(_) => return Some(Protocol::Opaque),
-    }
-    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
-        return (buf.len() >= MAX_REQUEST_LINE).then_some(Protocol::Opaque);
-    };
-    let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
-    Some(
-        if line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0") {
-            Protocol::Http1
-        } else {
-            Protocol::Opaque
-        },
-    )
+    let end = buf.iter().position(|&b| b == b'\n')?;
+    let http = buf[..end]
+        .windows(5)
+        .any(|w| w.eq_ignore_ascii_case(b"HTTP/"));
+    Some(if http {
+        Protocol::Http1
+    } else {
+        Protocol::Opaque
+    })
 }
 
 // === ClientHello ===

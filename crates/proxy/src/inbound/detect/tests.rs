@@ -87,8 +87,24 @@ fn detects_http() {
     assert_eq!(classify_protocol(b"PRI * HTTP/2.0"), None);
     assert_eq!(classify_protocol(b"SET k v\r\n"), Some(Protocol::Opaque));
     assert_eq!(classify_protocol(b"\x16\x03\x01"), Some(Protocol::Opaque));
-    assert_eq!(classify_protocol(b"hello"), Some(Protocol::Opaque));
-    assert_eq!(classify_protocol(&[b'A'; 64]), Some(Protocol::Opaque));
+    assert_eq!(
+        classify_protocol(b"*1\r\n$4\r\nPING\r\n"),
+        Some(Protocol::Opaque)
+    );
+    assert_eq!(classify_protocol(&[b'A'; 9000]), None);
+}
+
+#[test]
+fn lenient_request_lines_are_still_http() {
+    // Forms some app parsers accept: they must go through hyper (and XFCC sanitizing) too.
+    for line in [
+        &b"GET / HTTP/1.1 \r\n"[..],
+        b"get / http/1.1\r\n",
+        b"GET\t/\tHTTP/1.1\r\n",
+        b"\r\n\r\nGET / HTTP/1.1\r\n",
+    ] {
+        assert_eq!(classify_protocol(line), Some(Protocol::Http1), "{line:?}");
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -99,4 +115,34 @@ async fn sniff_is_bounded_by_the_first_byte_timeout() {
         .unwrap();
     assert!(buf.is_empty());
     assert_eq!(t, Transport::Silent);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_text_line_paused_mid_way_is_treated_as_http() {
+    let (mut far, mut near) = tokio::io::duplex(64);
+    tokio::io::AsyncWriteExt::write_all(&mut far, b"GET / HTTP/1.1 ")
+        .await
+        .unwrap();
+    let (_, p) = sniff_protocol(&mut near, Vec::new(), Duration::from_millis(20))
+        .await
+        .unwrap();
+    assert_eq!(p, Protocol::Http1);
+    // Binary bytes that pause stay opaque; a text prefix followed by end of stream too.
+    let (mut far, mut near) = tokio::io::duplex(64);
+    tokio::io::AsyncWriteExt::write_all(&mut far, b"\x00\x01")
+        .await
+        .unwrap();
+    let (_, p) = sniff_protocol(&mut near, Vec::new(), Duration::from_millis(20))
+        .await
+        .unwrap();
+    assert_eq!(p, Protocol::Opaque);
+    let (mut far, mut near) = tokio::io::duplex(64);
+    tokio::io::AsyncWriteExt::write_all(&mut far, b"ping")
+        .await
+        .unwrap();
+    drop(far);
+    let (buf, p) = sniff_protocol(&mut near, Vec::new(), Duration::from_millis(20))
+        .await
+        .unwrap();
+    assert_eq!((buf.as_slice(), p), (&b"ping"[..], Protocol::Opaque));
 }
