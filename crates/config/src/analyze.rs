@@ -32,66 +32,48 @@ pub struct Code {
     pub level: Severity,
 }
 
+impl Code {
+    const fn new(id: &'static str, name: &'static str, level: Severity) -> Code {
+        Code { id, name, level }
+    }
+}
+
 /// IST0101: a resource refers to something that does not exist.
-pub const REFERENCED_RESOURCE_NOT_FOUND: Code = Code {
-    id: "IST0101",
-    name: "ReferencedResourceNotFound",
-    level: Severity::Error,
-};
+pub const REFERENCED_RESOURCE_NOT_FOUND: Code =
+    Code::new("IST0101", "ReferencedResourceNotFound", Severity::Error);
 /// IST0102: a namespace carries no injection label.
-pub const NAMESPACE_NOT_INJECTED: Code = Code {
-    id: "IST0102",
-    name: "NamespaceNotInjected",
-    level: Severity::Info,
-};
+pub const NAMESPACE_NOT_INJECTED: Code =
+    Code::new("IST0102", "NamespaceNotInjected", Severity::Info);
 /// IST0103: a workload in an injected namespace runs without its proxy.
-pub const POD_MISSING_PROXY: Code = Code {
-    id: "IST0103",
-    name: "PodMissingProxy",
-    level: Severity::Warning,
-};
+pub const POD_MISSING_PROXY: Code = Code::new("IST0103", "PodMissingProxy", Severity::Warning);
 /// IST0106: a document does not parse or fails validation.
-pub const SCHEMA_VALIDATION_ERROR: Code = Code {
-    id: "IST0106",
-    name: "SchemaValidationError",
-    level: Severity::Error,
-};
+pub const SCHEMA_VALIDATION_ERROR: Code =
+    Code::new("IST0106", "SchemaValidationError", Severity::Error);
 /// IST0127: a policy selector matches no workload.
-pub const NO_MATCHING_WORKLOADS_FOUND: Code = Code {
-    id: "IST0127",
-    name: "NoMatchingWorkloadsFound",
-    level: Severity::Warning,
-};
+pub const NO_MATCHING_WORKLOADS_FOUND: Code =
+    Code::new("IST0127", "NoMatchingWorkloadsFound", Severity::Warning);
 /// IST0128: SIMPLE/MUTUAL TLS without a CA to verify the server (whole destination).
-pub const NO_SERVER_CERT_VERIFICATION_DESTINATION: Code = Code {
-    id: "IST0128",
-    name: "NoServerCertificateVerificationDestinationLevel",
-    level: Severity::Warning,
-};
+pub const NO_SERVER_CERT_VERIFICATION_DESTINATION: Code = Code::new(
+    "IST0128",
+    "NoServerCertificateVerificationDestinationLevel",
+    Severity::Warning,
+);
 /// IST0129: SIMPLE/MUTUAL TLS without a CA to verify the server (one port).
-pub const NO_SERVER_CERT_VERIFICATION_PORT: Code = Code {
-    id: "IST0129",
-    name: "NoServerCertificateVerificationPortLevel",
-    level: Severity::Warning,
-};
+pub const NO_SERVER_CERT_VERIFICATION_PORT: Code = Code::new(
+    "IST0129",
+    "NoServerCertificateVerificationPortLevel",
+    Severity::Warning,
+);
 /// IST0133: a document is accepted with a warning.
-pub const SCHEMA_WARNING: Code = Code {
-    id: "IST0133",
-    name: "SchemaWarning",
-    level: Severity::Warning,
-};
+pub const SCHEMA_WARNING: Code = Code::new("IST0133", "SchemaWarning", Severity::Warning);
 /// IST0173: a DestinationRule subset selects no workload of its host.
-pub const SUBSET_SELECTS_NO_PODS: Code = Code {
-    id: "IST0173",
-    name: "DestinationRuleSubsetNotSelectPods",
-    level: Severity::Error,
-};
+pub const SUBSET_SELECTS_NO_PODS: Code = Code::new(
+    "IST0173",
+    "DestinationRuleSubsetNotSelectPods",
+    Severity::Error,
+);
 /// MW0001: the TLS a DestinationRule makes clients originate cannot be accepted by the server.
-pub const MTLS_CONFLICT: Code = Code {
-    id: "MW0001",
-    name: "MtlsConflict",
-    level: Severity::Error,
-};
+pub const MTLS_CONFLICT: Code = Code::new("MW0001", "MtlsConflict", Severity::Error);
 
 /// Every code `analyze` can report.
 pub const CODES: [Code; 10] = [

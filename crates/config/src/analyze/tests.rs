@@ -4,31 +4,7 @@ use super::{CODES, Finding, analyze, schema_findings};
 use crate::parse::{Limits, parse_stream};
 
 /// The STRICT lab: an injected namespace, two meshed workloads, one opted out, one Service.
-const LAB: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: team-app, labels: {istio-injection: enabled}}
----
-apiVersion: meshward.io/v1alpha1
-kind: Workload
-metadata: {name: client, namespace: team-app, labels: {app: client}}
-spec: {serviceAccount: client}
----
-apiVersion: meshward.io/v1alpha1
-kind: Workload
-metadata: {name: httpbin, namespace: team-app, labels: {app: httpbin, version: v1}}
-spec: {serviceAccount: httpbin, ports: [{name: http, port: 8080}]}
----
-apiVersion: meshward.io/v1alpha1
-kind: Workload
-metadata: {name: naked, namespace: team-app, labels: {app: naked, sidecar.istio.io/inject: "false"}}
-spec: {}
----
-apiVersion: v1
-kind: Service
-metadata: {name: httpbin-svc, namespace: team-app}
-spec: {selector: {app: httpbin}, ports: [{name: http, port: 8080}]}
-"#;
+const LAB: &str = include_str!("../../testdata/strict-lab.yaml");
 
 fn doc(api: &str, kind: &str, ns: &str, name: &str, spec: &str) -> String {
     format!(

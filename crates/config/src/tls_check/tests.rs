@@ -6,34 +6,11 @@ use crate::parse::{Limits, parse_stream};
 use crate::resources::destination_rule::ClientTlsMode;
 use crate::resources::peer_authentication::MtlsMode;
 
-const LAB: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: team-app, labels: {istio-injection: enabled}}
----
-apiVersion: meshward.io/v1alpha1
-kind: Workload
-metadata: {name: client, namespace: team-app, labels: {app: client}}
-spec: {serviceAccount: client}
----
-apiVersion: meshward.io/v1alpha1
-kind: Workload
-metadata: {name: httpbin, namespace: team-app, labels: {app: httpbin}}
-spec: {serviceAccount: httpbin, ports: [{name: http, port: 8080}]}
----
-apiVersion: meshward.io/v1alpha1
-kind: Workload
-metadata: {name: naked, namespace: team-app, labels: {app: naked, sidecar.istio.io/inject: "false"}}
-spec: {}
----
-apiVersion: v1
-kind: Service
-metadata: {name: httpbin-svc, namespace: team-app}
-spec: {selector: {app: httpbin}, ports: [{name: http, port: 8080}]}
-"#;
+/// The STRICT lab (without its PeerAuthentication).
+const LAB: &str = include_str!("../../testdata/strict-lab.yaml");
 
 fn mesh(extra: &str) -> Mesh {
-    let yaml = format!("{LAB}{extra}");
+    let yaml = format!("{LAB}\n{extra}");
     let docs = parse_stream("t.yaml", &yaml, &Limits::default())
         .into_documents()
         .unwrap_or_else(|e| panic!("{e:?}"));
