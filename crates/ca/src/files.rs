@@ -9,8 +9,8 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// Largest CA file we read (a few certificates or a key; 1 MiB is far beyond any real one).
-pub(crate) const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// Largest file read: CA files, CSRs, certificate chains (1 MiB is far beyond any real one).
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// A CA directory could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,7 @@ pub enum FilesError {
 }
 
 /// Reads a whole file, refusing anything over [`MAX_FILE_BYTES`] before reading it.
-pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, FilesError> {
+pub fn read_bounded(path: &Path) -> Result<Vec<u8>, FilesError> {
     let read_err = |source| FilesError::Read {
         path: path.to_owned(),
         source,

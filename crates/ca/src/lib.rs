@@ -15,7 +15,7 @@ mod sign;
 
 pub use authority::{Authority, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT, CaError};
 pub use cert::{fingerprint_sha256, to_pem};
-pub use files::FilesError;
+pub use files::{FilesError, MAX_FILE_BYTES, read_bounded};
 pub use init::InitOptions;
 pub use load::LoadError;
 pub use sign::{IssuedSvid, MAX_CSR_BYTES, SignError, SigningPolicy};

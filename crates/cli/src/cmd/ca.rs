@@ -3,14 +3,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use meshward_ca::{Authority, InitOptions, fingerprint_sha256};
 use meshward_identity::{TrustDomain, describe};
 
-use super::cert::time_left;
+use super::cert::{now_unix, time_left};
 use super::duration::parse_duration;
 
 /// `meshward ca …`
@@ -65,9 +64,7 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     };
     let root = ca.root().context("the CA has no root")?;
     let info = describe(root)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let now = now_unix();
     println!("CA ready in {}", args.dir.display());
     println!("trust domain:       {}", ca.trust_domain());
     println!("root subject:       {}", info.subject);

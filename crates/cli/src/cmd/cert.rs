@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use meshward_ca::{Authority, fingerprint_sha256};
+use meshward_ca::{Authority, fingerprint_sha256, read_bounded};
 use meshward_identity::{
     AllowedPeers, CertInfo, Side, SpiffeId, TrustBundle, TrustBundleSet, TrustDomain, describe,
     peer_spiffe_id, verify_svid_chain,
@@ -18,9 +18,6 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use serde_json::json;
 
 use super::duration::parse_duration;
-
-/// Largest certificate or CSR file read (real ones are a few KiB).
-const MAX_INPUT_BYTES: u64 = 1024 * 1024;
 
 /// `meshward cert …`
 #[derive(Debug, Subcommand)]
@@ -110,13 +107,7 @@ pub(crate) fn run(command: CertCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let len = fs::metadata(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .len();
-    if len > MAX_INPUT_BYTES {
-        bail!("{}: larger than {MAX_INPUT_BYTES} bytes", path.display());
-    }
-    fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    Ok(read_bounded(path)?)
 }
 
 /// Every certificate of a PEM file; a malformed one is an error naming the file.
@@ -140,7 +131,7 @@ fn read_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
-fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
