@@ -149,6 +149,7 @@ impl Proxy {
                     control_plane: cp,
                     workload,
                     creds: creds.clone(),
+                    store: store.clone(),
                     view: view_tx,
                     status: status_tx.clone(),
                 };

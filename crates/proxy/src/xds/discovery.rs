@@ -1,12 +1,14 @@
 //! `Discovery.Stream`: say Hello, then apply each `ProxyView` that validates (ACK) and keep
-//! the last good one for any that does not (NACK with the reason). Reconnects with backoff;
-//! the view in force never goes away because the control plane did.
+//! the last good one for any that does not (NACK with the reason). A pushed trust bundle that
+//! differs from the current one replaces it (root rotation) once it verifies our own chain.
+//! Reconnects with backoff; the view in force never goes away because the control plane did.
 
 use std::sync::Arc;
 
 use meshward_api::v1::discovery_client::DiscoveryClient;
 use meshward_api::v1::discovery_request::Kind;
 use meshward_api::v1::{Ack, DiscoveryRequest, Hello};
+use meshward_identity::{TrustBundle, TrustBundleSet};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
@@ -14,7 +16,7 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use super::{Backoff, ControlPlane, XdsError};
 use crate::admin::Status;
 use crate::config::WorkloadName;
-use crate::creds::CredsReceiver;
+use crate::creds::{Credentials, CredsReceiver, CredsStore};
 use crate::view::View;
 use crate::view::proto::from_proto;
 
@@ -27,6 +29,8 @@ pub struct Discovery {
     pub workload: WorkloadName,
     /// The SVID that authenticates the stream.
     pub creds: CredsReceiver,
+    /// Where a pushed trust bundle is installed.
+    pub store: CredsStore,
     /// The view in force.
     pub view: watch::Sender<Arc<View>>,
     /// Readiness inputs.
@@ -56,6 +60,36 @@ impl Discovery {
         }
     }
 
+    /// Installs the view's trust bundle (root rotation) when it differs from the current one:
+    /// the current certificate is re-validated against it first, so a bundle that would not
+    /// trust this proxy's own chain is refused with the view.
+    fn apply_bundle(&self, view: &View, pem: &str) -> Result<(), String> {
+        if pem.is_empty() {
+            return Ok(());
+        }
+        let Some(current) = self.creds.borrow().clone() else {
+            return Ok(());
+        };
+        let (bundle, _) = TrustBundle::from_pem(view.trust_domain.clone(), pem.as_bytes())
+            .map_err(|e| format!("trust bundle: {e}"))?;
+        let unchanged = current
+            .bundles()
+            .get(&view.trust_domain)
+            .is_some_and(|b| b.roots() == bundle.roots());
+        if unchanged {
+            return Ok(());
+        }
+        let creds = Credentials::new(
+            current.chain().to_vec(),
+            current.key().clone_key(),
+            Arc::new(TrustBundleSet::from(bundle)),
+        )
+        .map_err(|e| format!("trust bundle does not verify this proxy's certificate: {e}"))?;
+        tracing::info!("trust bundle updated from the control plane");
+        self.store.publish(creds);
+        Ok(())
+    }
+
     async fn session(
         &mut self,
         backoff: &mut Backoff,
@@ -81,13 +115,19 @@ impl Discovery {
                 () = stop.cancelled() => return Ok(()),
                 m = views.message() => m?,
             };
-            let Some(proto) = message else {
+            let Some(mut proto) = message else {
                 return Ok(());
             };
             backoff.reset();
             let version = proto.version;
-            let nack_reason = match from_proto(proto, &self.workload.name, &self.workload.namespace)
-            {
+            let bundle_pem = std::mem::take(&mut proto.trust_bundle_pem);
+            let applied = from_proto(proto, &self.workload.name, &self.workload.namespace)
+                .map_err(|e| e.to_string())
+                .and_then(|view| {
+                    self.apply_bundle(&view, &bundle_pem)?;
+                    Ok(view)
+                });
+            let nack_reason = match applied {
                 Ok(view) => {
                     tracing::info!(version, "configuration applied");
                     self.view.send_replace(Arc::new(view));
@@ -96,7 +136,7 @@ impl Discovery {
                 }
                 Err(err) => {
                     tracing::warn!(version, %err, "configuration refused (NACK); keeping the last good view");
-                    err.to_string()
+                    err
                 }
             };
             let ack = DiscoveryRequest {
