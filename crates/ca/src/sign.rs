@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use meshward_identity::SpiffeId;
+use meshward_identity::{KeyType, SpiffeId};
 use rcgen::{
     CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType, SubjectPublicKeyInfo,
@@ -15,9 +15,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
 use time::OffsetDateTime;
 use x509_parser::certification_request::X509CertificationRequest;
-use x509_parser::oid_registry::{OID_EC_P256, OID_NIST_EC_P384};
 use x509_parser::prelude::FromDer;
-use x509_parser::public_key::PublicKey;
 
 use crate::cert::{random_serial, to_pem};
 
@@ -163,37 +161,11 @@ fn check_csr(csr: &[u8]) -> Result<CheckedKey, SignError> {
         Err(err) => return Err(SignError::Malformed(err.to_string())),
     };
     let pki = &parsed.certification_request_info.subject_pki;
-    let is_rsa = match pki.parsed() {
-        Ok(PublicKey::RSA(rsa)) => {
-            let bits = rsa.key_size();
-            if bits < MIN_RSA_BITS {
-                return Err(SignError::WeakRsaKey { bits });
-            }
-            true
-        }
-        Ok(PublicKey::EC(_)) => {
-            let curve = pki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok());
-            match curve {
-                Some(oid) if oid == OID_EC_P256 || oid == OID_NIST_EC_P384 => false,
-                Some(oid) => return Err(SignError::UnsupportedKey(format!("EC curve {oid}"))),
-                None => {
-                    return Err(SignError::UnsupportedKey(
-                        "EC key without a named curve".to_owned(),
-                    ));
-                }
-            }
-        }
-        Ok(_) => {
-            return Err(SignError::UnsupportedKey(format!(
-                "algorithm {}",
-                pki.algorithm.algorithm
-            )));
-        }
-        Err(err) => return Err(SignError::Malformed(format!("public key: {err}"))),
+    let is_rsa = match KeyType::from_spki_der(pki.raw) {
+        KeyType::EcdsaP256 | KeyType::EcdsaP384 => false,
+        KeyType::Rsa { bits } if bits >= MIN_RSA_BITS => true,
+        KeyType::Rsa { bits } => return Err(SignError::WeakRsaKey { bits }),
+        other => return Err(SignError::UnsupportedKey(other.to_string())),
     };
     // After the key policy: the verifier itself refuses weak RSA keys with a vaguer error.
     parsed

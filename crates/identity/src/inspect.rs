@@ -1,11 +1,13 @@
 //! What a certificate says, in the terms operators grep `openssl x509 -text` for: subject,
 //! SPIFFE ID, SANs, issuer, serial, validity, key type, usages and CA flag.
 
+use std::fmt;
+
 use rustls_pki_types::CertificateDer;
 use time::format_description::well_known::Rfc3339;
 use x509_parser::extensions::GeneralName;
 use x509_parser::oid_registry::{OID_EC_P256, OID_NIST_EC_P384};
-use x509_parser::prelude::X509Certificate;
+use x509_parser::prelude::{FromDer, SubjectPublicKeyInfo, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
 use crate::svid::SvidError;
@@ -29,8 +31,8 @@ pub struct CertInfo {
     pub not_after: String,
     /// End of validity, seconds since the Unix epoch (to compute time left).
     pub not_after_unix: i64,
-    /// `ECDSA P-256`, `ECDSA P-384`, `RSA 2048`, …
-    pub key_type: String,
+    /// ECDSA P-256, ECDSA P-384, RSA 2048, …
+    pub key_type: KeyType,
     /// keyUsage bits set, e.g. `digitalSignature`.
     pub key_usage: Vec<String>,
     /// extendedKeyUsage purposes, e.g. `serverAuth`.
@@ -64,7 +66,7 @@ pub fn describe(der: &CertificateDer<'_>) -> Result<CertInfo, SvidError> {
         not_before: rfc3339(validity.not_before),
         not_after: rfc3339(validity.not_after),
         not_after_unix: validity.not_after.timestamp(),
-        key_type: key_type(&cert),
+        key_type: KeyType::of(cert.public_key()),
         key_usage: key_usage(&cert),
         extended_key_usage: extended_key_usage(&cert),
         is_ca: cert.is_ca(),
@@ -103,24 +105,66 @@ fn ip_text(bytes: &[u8]) -> String {
     }
 }
 
-fn key_type(cert: &X509Certificate<'_>) -> String {
-    let spki = cert.public_key();
-    match spki.parsed() {
-        Ok(PublicKey::RSA(rsa)) => format!("RSA {}", rsa.key_size()),
-        Ok(PublicKey::EC(_)) => {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok());
-            match curve {
-                Some(oid) if oid == OID_EC_P256 => "ECDSA P-256".to_owned(),
-                Some(oid) if oid == OID_NIST_EC_P384 => "ECDSA P-384".to_owned(),
-                Some(oid) => format!("ECDSA {oid}"),
-                None => "ECDSA".to_owned(),
-            }
+/// The kind of a public key, as certificate policies and `cert inspect` classify it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyType {
+    /// ECDSA on NIST P-256.
+    EcdsaP256,
+    /// ECDSA on NIST P-384.
+    EcdsaP384,
+    /// ECDSA on another curve (its OID), or with no named curve (`None`).
+    EcdsaOther(Option<String>),
+    /// RSA with a modulus of `bits` bits.
+    Rsa {
+        /// Modulus size.
+        bits: usize,
+    },
+    /// Anything else: the algorithm OID, or why the key could not be read.
+    Other(String),
+}
+
+impl KeyType {
+    /// Classifies a DER `SubjectPublicKeyInfo`.
+    pub fn from_spki_der(spki: &[u8]) -> Self {
+        match SubjectPublicKeyInfo::from_der(spki) {
+            Ok((_, spki)) => Self::of(&spki),
+            Err(err) => Self::Other(format!("unreadable key: {err}")),
         }
-        _ => spki.algorithm.algorithm.to_id_string(),
+    }
+
+    fn of(spki: &SubjectPublicKeyInfo<'_>) -> Self {
+        match spki.parsed() {
+            Ok(PublicKey::RSA(rsa)) => Self::Rsa {
+                bits: rsa.key_size(),
+            },
+            Ok(PublicKey::EC(_)) => {
+                match spki
+                    .algorithm
+                    .parameters
+                    .as_ref()
+                    .and_then(|p| p.as_oid().ok())
+                {
+                    Some(oid) if oid == OID_EC_P256 => Self::EcdsaP256,
+                    Some(oid) if oid == OID_NIST_EC_P384 => Self::EcdsaP384,
+                    oid => Self::EcdsaOther(oid.map(|o| o.to_id_string())),
+                }
+            }
+            _ => Self::Other(spki.algorithm.algorithm.to_id_string()),
+        }
+    }
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EcdsaP256 => f.write_str("ECDSA P-256"),
+            Self::EcdsaP384 => f.write_str("ECDSA P-384"),
+            Self::EcdsaOther(Some(oid)) => write!(f, "ECDSA curve {oid}"),
+            Self::EcdsaOther(None) => f.write_str("ECDSA without a named curve"),
+            Self::Rsa { bits } => write!(f, "RSA {bits}"),
+            Self::Other(what) => write!(f, "algorithm {what}"),
+        }
     }
 }
 
@@ -179,7 +223,8 @@ mod tests {
             Some("spiffe://cluster.local/ns/a/sa/b")
         );
         assert_eq!(leaf.sans, ["URI:spiffe://cluster.local/ns/a/sa/b"]);
-        assert_eq!(leaf.key_type, "ECDSA P-256");
+        assert_eq!(leaf.key_type, KeyType::EcdsaP256);
+        assert_eq!(leaf.key_type.to_string(), "ECDSA P-256");
         assert_eq!(leaf.key_usage, ["digitalSignature"]);
         assert_eq!(leaf.extended_key_usage, ["serverAuth", "clientAuth"]);
         assert!(!leaf.is_ca);

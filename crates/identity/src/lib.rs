@@ -23,7 +23,7 @@ mod verifier;
 
 pub use bundle::{BundleError, SkippedCert, TrustBundle, TrustBundleSet};
 pub use id::{IdError, SpiffeId, TrustDomain};
-pub use inspect::{CertInfo, describe};
+pub use inspect::{CertInfo, KeyType, describe};
 pub use svid::{AllowedPeers, Side, SvidError, peer_spiffe_id, verify_svid_chain};
 pub use verifier::{
     SpiffeClientVerifier, SpiffeServerVerifier, client_config, crypto_provider, server_config,

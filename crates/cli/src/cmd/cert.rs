@@ -184,7 +184,7 @@ fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
                         "not_before": info.not_before,
                         "not_after": info.not_after,
                         "seconds_left": info.not_after_unix - now,
-                        "key_type": info.key_type,
+                        "key_type": info.key_type.to_string(),
                         "key_usage": info.key_usage,
                         "extended_key_usage": info.extended_key_usage,
                         "is_ca": info.is_ca,
