@@ -5,12 +5,13 @@ mod support;
 
 use support::{in_fixtures, stderr, stdout};
 
-const CONFLICTS: [&str; 6] = [
-    "Error [IST0101] (DestinationRule shop/typo conflicts/destinationrules.yaml:16) Referenced host not found: \"wbe.shop.svc.cluster.local\"",
+const CONFLICTS: [&str; 7] = [
+    "Error [IST0101] (Gateway shop/shop-gateway conflicts/policies.yaml:24) Referenced selector not found: \"istio=ingressgateway\"",
     "Error [IST0173] (DestinationRule shop/web-plaintext conflicts/destinationrules.yaml:1) The Subset canary defined in the DestinationRule does not select any pods. Which may lead to 503 UH (NoHealthyUpstream).",
     "Error [MW0001] (DestinationRule shop/web-plaintext conflicts/destinationrules.yaml:1) DestinationRule shop/web-plaintext sets tls.mode DISABLE for web.shop.svc.cluster.local:8080, but workload shop/web port 8080 is STRICT (PeerAuthentication: namespace shop/strict): client sends plaintext but server port is STRICT.",
     "Warning [IST0127] (AuthorizationPolicy shop/allow-ghost conflicts/policies.yaml:10) No matching workloads for this resource with the following labels: app=ghost",
     "Warning [IST0128] (DestinationRule shop/payments-tls conflicts/destinationrules.yaml:24) DestinationRule payments-tls in namespace shop has TLS mode set to SIMPLE but no caCertificates are set to validate server identity for host: payments.example.com",
+    "Warning [IST0174] (DestinationRule shop/typo conflicts/destinationrules.yaml:16) The host wbe defined in the DestinationRule does not match any services in the mesh.",
     "Info [IST0102] (Namespace shop conflicts/lab.yaml:1) The namespace is not enabled for Istio injection. Run 'kubectl label namespace shop istio-injection=enabled' to enable it, or 'kubectl label namespace shop istio-injection=disabled' to explicitly mark it as not needing injection.",
 ];
 
@@ -79,12 +80,12 @@ fn analyze_json_is_istioctls_shape() {
     assert_eq!(
         codes,
         [
-            "IST0101", "IST0173", "MW0001", "IST0127", "IST0128", "IST0102"
+            "IST0101", "IST0173", "MW0001", "IST0127", "IST0128", "IST0174", "IST0102"
         ]
     );
     assert_eq!(json[0]["level"], "Error");
-    assert_eq!(json[0]["origin"], "DestinationRule shop/typo");
-    assert_eq!(json[0]["reference"], "conflicts/destinationrules.yaml:16");
+    assert_eq!(json[0]["origin"], "Gateway shop/shop-gateway");
+    assert_eq!(json[0]["reference"], "conflicts/policies.yaml:24");
     assert_eq!(
         json[0]["documentationUrl"],
         "https://istio.io/latest/docs/reference/config/analysis/ist0101/"

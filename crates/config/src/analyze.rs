@@ -38,7 +38,7 @@ impl Code {
     }
 }
 
-/// IST0101: a resource refers to something that does not exist.
+/// IST0101: a resource refers to something that does not exist (a Gateway selector).
 pub const REFERENCED_RESOURCE_NOT_FOUND: Code =
     Code::new("IST0101", "ReferencedResourceNotFound", Severity::Error);
 /// IST0102: a namespace carries no injection label.
@@ -72,11 +72,14 @@ pub const SUBSET_SELECTS_NO_PODS: Code = Code::new(
     "DestinationRuleSubsetNotSelectPods",
     Severity::Error,
 );
+/// IST0174: a DestinationRule host names no service of the mesh.
+pub const UNKNOWN_DESTINATION_RULE_HOST: Code =
+    Code::new("IST0174", "UnknownDestinationRuleHost", Severity::Warning);
 /// MW0001: the TLS a DestinationRule makes clients originate cannot be accepted by the server.
 pub const MTLS_CONFLICT: Code = Code::new("MW0001", "MtlsConflict", Severity::Error);
 
 /// Every code `analyze` can report.
-pub const CODES: [Code; 10] = [
+pub const CODES: [Code; 11] = [
     REFERENCED_RESOURCE_NOT_FOUND,
     NAMESPACE_NOT_INJECTED,
     POD_MISSING_PROXY,
@@ -86,6 +89,7 @@ pub const CODES: [Code; 10] = [
     NO_SERVER_CERT_VERIFICATION_PORT,
     SCHEMA_WARNING,
     SUBSET_SELECTS_NO_PODS,
+    UNKNOWN_DESTINATION_RULE_HOST,
     MTLS_CONFLICT,
 ];
 
@@ -189,6 +193,7 @@ pub fn analyze(documents: &[Document]) -> Result<Vec<Finding>, MeshError> {
     injection::namespaces(&mut context);
     injection::workloads(&mut context);
     selectors::policies(&mut context);
+    selectors::gateways(&mut context);
     destination_rules::hosts_and_subsets(&mut context);
     destination_rules::ca_certificates(&mut context);
     mtls_conflict::destination_rules(&mut context);

@@ -1,23 +1,22 @@
-//! DestinationRule analyzers: IST0101 (host not found), IST0173 (subset selects nothing),
+//! DestinationRule analyzers: IST0174 (host not found), IST0173 (subset selects nothing),
 //! IST0128/IST0129 (SIMPLE or MUTUAL TLS that does not verify the server).
 
 use std::collections::BTreeMap;
 
 use super::{
     Context, NO_SERVER_CERT_VERIFICATION_DESTINATION, NO_SERVER_CERT_VERIFICATION_PORT,
-    REFERENCED_RESOURCE_NOT_FOUND, SUBSET_SELECTS_NO_PODS,
+    SUBSET_SELECTS_NO_PODS, UNKNOWN_DESTINATION_RULE_HOST,
 };
 use crate::mesh::Mesh;
 use crate::meta::{Kind, ResourceKey};
 use crate::resolve::endpoints::Destination;
-use crate::resolve::names::rule_host;
 use crate::resources::destination_rule::{ClientTls, ClientTlsMode};
 
-/// IST0101 and IST0173.
+/// IST0174 and IST0173, as Istio's pod-not-selected analyzer.
 ///
 /// "Rules defined in namespace 'foo' with host 'reviews' will be interpreted as
-/// 'reviews.foo.svc.cluster.local'": a host that names no Service and no ServiceEntry host is a
-/// reference to nothing (wildcard hosts are not references). A subset whose labels select none
+/// 'reviews.foo.svc.cluster.local'": a host that names no Service and no ServiceEntry host
+/// "does not match any services in the mesh" (wildcard hosts are not checked). A subset whose labels select none
 /// of the host's workloads "may lead to 503 UH (NoHealthyUpstream)".
 pub(super) fn hosts_and_subsets(cx: &mut Context<'_>) {
     let mut reports: Vec<(super::Code, ResourceKey, String)> = Vec::new();
@@ -28,11 +27,14 @@ pub(super) fn hosts_and_subsets(cx: &mut Context<'_>) {
             continue;
         }
         let Some(resolved) = cx.mesh.resolve_host(entry.namespace(), &spec.host) else {
-            let host = rule_host(&spec.host, entry.namespace());
             reports.push((
-                REFERENCED_RESOURCE_NOT_FOUND,
+                UNKNOWN_DESTINATION_RULE_HOST,
                 key,
-                format!("Referenced host not found: \"{host}\""),
+                format!(
+                    "The host {} defined in the DestinationRule does not match any services in \
+                     the mesh.",
+                    spec.host
+                ),
             ));
             continue;
         };

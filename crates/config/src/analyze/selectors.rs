@@ -1,6 +1,7 @@
-//! IST0127 NoMatchingWorkloadsFound: policy selectors that pick no workload.
+//! Selectors that pick no workload: IST0127 NoMatchingWorkloadsFound for policies, IST0101
+//! ReferencedResourceNotFound for Gateways.
 
-use super::{Context, NO_MATCHING_WORKLOADS_FOUND};
+use super::{Context, NO_MATCHING_WORKLOADS_FOUND, REFERENCED_RESOURCE_NOT_FOUND};
 use crate::meta::{Kind, ResourceKey};
 use crate::resources::common::WorkloadSelector;
 
@@ -36,6 +37,27 @@ pub(super) fn policies(cx: &mut Context<'_>) {
             NO_MATCHING_WORKLOADS_FOUND,
             &key,
             format!("No matching workloads for this resource with the following labels: {labels}"),
+        );
+    }
+}
+
+/// IST0101, as Istio's gateway analyzer: a Gateway's `selector` names the gateway workloads,
+/// in any namespace; when none carries its labels, "Referenced selector not found".
+pub(super) fn gateways(cx: &mut Context<'_>) {
+    let mut unmatched: Vec<(ResourceKey, String)> = Vec::new();
+    for entry in &cx.mesh.gateways {
+        let selector = WorkloadSelector {
+            match_labels: entry.object.spec.selector.clone(),
+        };
+        if !selector.match_labels.is_empty() && !cx.matches_any(&selector, "", true) {
+            unmatched.push((entry.key(Kind::Gateway), selector.describe()));
+        }
+    }
+    for (key, labels) in unmatched {
+        cx.report(
+            REFERENCED_RESOURCE_NOT_FOUND,
+            &key,
+            format!("Referenced selector not found: \"{labels}\""),
         );
     }
 }

@@ -150,14 +150,37 @@ fn analyzers() {
             ],
         ),
         (
-            "IST0101: a DestinationRule host that names no Service or ServiceEntry",
+            "IST0174: a DestinationRule host that names no Service or ServiceEntry host",
             format!(
                 "{LAB}{}{}",
                 dr("team-app", "typo", "{host: httpbim}"),
                 dr("team-app", "ok", "{host: httpbin-svc}")
             ),
             vec![
-                "Error [IST0101] (DestinationRule team-app/typo) Referenced host not found: \"httpbim.team-app.svc.cluster.local\"",
+                "Warning [IST0174] (DestinationRule team-app/typo) The host httpbim defined in the DestinationRule does not match any services in the mesh.",
+            ],
+        ),
+        (
+            "IST0101: a Gateway selector that matches no workload, in any namespace",
+            format!(
+                "{LAB}{}{}",
+                doc(
+                    "networking.istio.io/v1",
+                    "Gateway",
+                    "istio-system",
+                    "ingress",
+                    "{selector: {istio: ingressgateway}, servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [\"*\"]}]}"
+                ),
+                doc(
+                    "networking.istio.io/v1",
+                    "Gateway",
+                    "istio-system",
+                    "self",
+                    "{selector: {app: httpbin}, servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [\"*\"]}]}"
+                )
+            ),
+            vec![
+                "Error [IST0101] (Gateway istio-system/ingress) Referenced selector not found: \"istio=ingressgateway\"",
             ],
         ),
         (
@@ -327,7 +350,7 @@ fn findings_print_as_istioctl_with_file_and_line() {
     assert_eq!(
         lines,
         [
-            "Error [IST0101] (DestinationRule team-app/typo lab.yaml:26) Referenced host not found: \"nowhere.team-app.svc.cluster.local\""
+            "Warning [IST0174] (DestinationRule team-app/typo lab.yaml:26) The host nowhere defined in the DestinationRule does not match any services in the mesh."
         ]
     );
 }
