@@ -120,3 +120,25 @@ fn errors_explain_common_mistakes() {
     let err = "spiffe://Td/a".parse::<SpiffeId>().unwrap_err();
     assert!(err.to_string().contains("lower case"), "{err}");
 }
+
+proptest::proptest! {
+    /// Parsing never panics, and whatever parses prints back exactly as given (one spelling).
+    #[test]
+    fn parse_is_total_and_canonical(input in "spiffe://[a-zA-Z0-9._:@-]{0,12}(/[a-zA-Z0-9._%?#-]{0,6}){0,4}/?") {
+        if let Ok(id) = input.parse::<SpiffeId>() {
+            proptest::prop_assert_eq!(id.to_string(), input.clone());
+            proptest::prop_assert_eq!(SpiffeId::from_principal(&id.to_principal()), Ok(id));
+        }
+    }
+
+    /// Any Istio identity built from valid parts round-trips through text and accessors.
+    #[test]
+    fn istio_ids_round_trip(td in "[a-z0-9][a-z0-9.-]{0,20}", ns in "[a-z0-9-]{1,20}", sa in "[a-z0-9-]{1,20}") {
+        let td = TrustDomain::new(&td).unwrap();
+        let id = SpiffeId::istio(&td, &ns, &sa).unwrap();
+        let back: SpiffeId = id.to_string().parse().unwrap();
+        proptest::prop_assert_eq!(back.namespace(), Some(ns.as_str()));
+        proptest::prop_assert_eq!(back.service_account(), Some(sa.as_str()));
+        proptest::prop_assert_eq!(back, id);
+    }
+}
