@@ -1,7 +1,7 @@
 //! Interoperability with the real `openssl` binary: it verifies the chains we issue, it makes
 //! CSRs we sign, and it makes plug-in CA directories we load.
 
-// Helpers outside `#[test]` fns: a panic there is a test failure, which is what we want.
+// Shared test functions sit outside `#[test]` fns: a panic there is a test failure, as intended.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;

@@ -1,6 +1,6 @@
 //! `meshward ca init` and `meshward cert inspect|verify|sign`, driving the built binary.
 
-// Helpers outside `#[test]` fns: a panic there is a test failure, which is what we want.
+// Shared test functions sit outside `#[test]` fns: a panic there is a test failure, as intended.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
