@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::creds::CredsReceiver;
 use crate::drain::Drain;
+use crate::io::accept_until;
 use crate::view::View;
-use crate::web::{Body, full, http1_server, reply};
+use crate::web::{Body, full, http1_server, reply, serve_until};
 
 /// Changes the log filter at runtime (`/logging?level=`); returns the filter now in force.
 pub type LogControl = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
@@ -179,22 +180,11 @@ impl Admin {
     /// Serves until `stop`; only loopback peers are answered unless `ready_only` (the
     /// readiness port answers `/healthz/ready` to anyone).
     pub async fn serve(self, listener: TcpListener, ready_only: bool, stop: CancellationToken) {
-        loop {
-            let (tcp, peer) = tokio::select! {
-                () = stop.cancelled() => return,
-                r = listener.accept() => match r {
-                    Ok(a) => a,
-                    Err(err) => {
-                        tracing::warn!(%err, "admin accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let me = self.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move { me.serve_conn(tcp, peer, ready_only, stop).await });
-        }
+        let what = if ready_only { "readiness" } else { "admin" };
+        accept_until(listener, stop.clone(), what, move |tcp, peer| {
+            tokio::spawn(self.clone().serve_conn(tcp, peer, ready_only, stop.clone()));
+        })
+        .await;
     }
 
     async fn serve_conn(
@@ -219,16 +209,6 @@ impl Admin {
             async move { Ok::<_, Infallible>(resp) }
         });
         let conn = http1_server().serve_connection(TokioIo::new(tcp), svc);
-        tokio::pin!(conn);
-        let result = tokio::select! {
-            r = conn.as_mut() => r,
-            () = stop.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        if let Err(err) = result {
-            tracing::debug!(%err, "admin connection ended");
-        }
+        serve_until(conn, stop.cancelled(), |c| c.graceful_shutdown(), "admin").await;
     }
 }

@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use ::http::HeaderValue;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -31,11 +30,8 @@ use self::http::AppTarget;
 use crate::config::{MtlsMode, Timeouts};
 use crate::creds::{CredsReceiver, peer_id};
 use crate::drain::Drain;
-use crate::io::{Prefixed, splice};
+use crate::io::{Prefixed, accept_until, splice};
 use crate::view::View;
-
-/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Shared state of every inbound listener.
 #[derive(Debug)]
@@ -91,7 +87,16 @@ impl Inbound {
             .map_err(|e| io::Error::new(e.kind(), format!("cannot bind inbound {addr}: {e}")))?;
         let stop = self.drain.token().child_token();
         tracing::info!(%addr, "inbound listening");
-        tokio::spawn(Arc::clone(self).accept_loop(port, listener, stop.clone()));
+        let me = Arc::clone(self);
+        tokio::spawn(accept_until(
+            listener,
+            stop.clone(),
+            "inbound",
+            move |tcp, peer| {
+                let me2 = Arc::clone(&me);
+                me.drain.spawn(me2.handle(port, tcp, peer));
+            },
+        ));
         Ok((addr, stop))
     }
 
@@ -126,33 +131,7 @@ impl Inbound {
         }
     }
 
-    async fn accept_loop(
-        self: Arc<Self>,
-        port: u16,
-        listener: TcpListener,
-        stop: CancellationToken,
-    ) {
-        loop {
-            let accepted = tokio::select! {
-                () = stop.cancelled() => return,
-                r = listener.accept() => r,
-            };
-            match accepted {
-                Ok((tcp, peer)) => {
-                    let me = Arc::clone(&self);
-                    self.drain
-                        .spawn(async move { me.handle(port, tcp, peer).await });
-                }
-                Err(err) => {
-                    tracing::warn!(%err, port, "inbound accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            }
-        }
-    }
-
     async fn handle(self: Arc<Self>, port: u16, mut tcp: TcpStream, peer: SocketAddr) {
-        let _ = tcp.set_nodelay(true);
         if self.view.borrow().inbound_mode(port).is_none() {
             return;
         }

@@ -2,14 +2,49 @@
 //! that is either plaintext or TLS, and a bounded bidirectional copy that propagates half-close.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 /// Size of each direction's copy buffer: bounded memory per connection.
 pub const COPY_BUFFER: usize = 16 * 1024;
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Accepts on `listener` until `stop`, handing each connection (with `TCP_NODELAY` set) to
+/// `on_conn`. `what` names the listener in logs.
+pub(crate) async fn accept_until<F>(
+    listener: TcpListener,
+    stop: CancellationToken,
+    what: &'static str,
+    mut on_conn: F,
+) where
+    F: FnMut(TcpStream, SocketAddr),
+{
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                on_conn(tcp, peer);
+            }
+            Err(err) => {
+                tracing::warn!(%err, listener = what, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
 
 /// Copies both ways until both sides are done. When one side reaches end of stream, the other
 /// side's write half is shut down (half-close), so `shutdown(SHUT_WR)` travels end to end.

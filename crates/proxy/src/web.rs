@@ -2,6 +2,8 @@
 //! HTTP/1 server settings (bounded header buffer, header read timeout).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -47,4 +49,29 @@ pub(crate) fn http1_server() -> http1::Builder {
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEAD);
     builder
+}
+
+/// Drives a hyper connection; when `stop` resolves first, asks it to finish gracefully
+/// (in-flight requests complete, idle keep-alive ends) and waits for that. `what` names the
+/// connection in logs.
+pub(crate) async fn serve_until<C, E>(
+    conn: C,
+    stop: impl Future<Output = ()>,
+    graceful: impl FnOnce(Pin<&mut C>),
+    what: &'static str,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stop => {
+            graceful(conn.as_mut());
+            conn.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%err, connection = what, "HTTP connection ended");
+    }
 }

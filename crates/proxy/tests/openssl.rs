@@ -10,35 +10,9 @@ mod apps;
 mod pki;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
-
-use meshward_proxy::config::{IdentitySource, Timeouts};
-use meshward_proxy::{Proxy, ProxyConfig};
 
 use apps::http_app;
-use pki::{Pki, SvidFiles, path_str};
-
-async fn server(ip: &str, app_ip: &str, svid: &SvidFiles) -> Proxy {
-    let config = ProxyConfig {
-        workload: None,
-        address: ip.parse().unwrap(),
-        app_address: app_ip.parse().unwrap(),
-        trust_domain: "cluster.local".parse().unwrap(),
-        identity: IdentitySource::Files {
-            cert: svid.cert.clone(),
-            key: svid.key.clone(),
-            bundle: svid.bundle.clone(),
-        },
-        inbound: vec!["8080=strict".parse().unwrap()],
-        upstreams: vec![],
-        outbound_port: 0,
-        admin_port: 0,
-        ready_port: 0,
-        drain_timeout: Duration::from_secs(1),
-        timeouts: Timeouts::default(),
-    };
-    Proxy::start(config, None).await.unwrap()
-}
+use pki::{Pki, SvidFiles, path_str, start_proxy};
 
 /// Runs `openssl s_client` against `addr`, sends one HTTP request, returns stdout.
 async fn s_client(addr: &str, ca: &str, client: Option<&SvidFiles>) -> String {
@@ -83,10 +57,12 @@ async fn s_client(addr: &str, ca: &str, client: Option<&SvidFiles>) -> String {
 async fn s_client_with_a_valid_svid_reaches_the_app() {
     let pki = Pki::new();
     let app = http_app("127.0.68.12:8080".parse().unwrap()).await;
-    let _server = server(
+    let _server = start_proxy(
         "127.0.68.2",
         "127.0.68.12",
         &pki.issue("test", "server", "server"),
+        &["8080=strict"],
+        &[],
     )
     .await;
     let client = pki.issue("test", "openssl", "openssl");
@@ -104,10 +80,12 @@ async fn s_client_without_or_with_a_foreign_certificate_is_refused() {
     let pki = Pki::new();
     let other = Pki::new();
     let app = http_app("127.0.69.12:8080".parse().unwrap()).await;
-    let _server = server(
+    let _server = start_proxy(
         "127.0.69.2",
         "127.0.69.12",
         &pki.issue("test", "server", "server"),
+        &["8080=strict"],
+        &[],
     )
     .await;
     let root = pki.root_path();

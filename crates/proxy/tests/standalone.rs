@@ -11,13 +11,12 @@ mod pki;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use meshward_proxy::config::{IdentitySource, Timeouts};
-use meshward_proxy::{InboundPort, Proxy, ProxyConfig, Upstream};
+use meshward_proxy::Proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use apps::{echo_app, http_app, raw_http};
-use pki::{Pki, SvidFiles};
+use pki::{Pki, start_proxy};
 
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/test/sa/client";
 const SERVER_ID: &str = "spiffe://cluster.local/ns/test/sa/server";
@@ -26,49 +25,12 @@ fn sock(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-async fn proxy(
-    ip: &str,
-    app_ip: &str,
-    svid: &SvidFiles,
-    inbound: &[&str],
-    upstreams: &[String],
-) -> Proxy {
-    let config = ProxyConfig {
-        workload: None,
-        address: ip.parse().unwrap(),
-        app_address: app_ip.parse().unwrap(),
-        trust_domain: "cluster.local".parse().unwrap(),
-        identity: IdentitySource::Files {
-            cert: svid.cert.clone(),
-            key: svid.key.clone(),
-            bundle: svid.bundle.clone(),
-        },
-        inbound: inbound
-            .iter()
-            .map(|s| s.parse::<InboundPort>().unwrap())
-            .collect(),
-        upstreams: upstreams
-            .iter()
-            .map(|s| s.parse::<Upstream>().unwrap())
-            .collect(),
-        outbound_port: 0,
-        admin_port: 0,
-        ready_port: 0,
-        drain_timeout: Duration::from_secs(5),
-        timeouts: Timeouts {
-            first_byte: Duration::from_millis(300),
-            ..Timeouts::default()
-        },
-    };
-    Proxy::start(config, None).await.unwrap()
-}
-
 /// Server proxy on `<net>.2` (inbound 8080 with `mode`, app on `<net>.12`), client proxy on
 /// `<net>.1` with an upstream `<net>.1:9000` → `<net>.2:8080` expecting `expect`.
 async fn pair(net: &str, pki: &Pki, server_sa: &str, mode: &str, expect: &str) -> (Proxy, Proxy) {
     let server_svid = pki.issue("test", server_sa, &format!("{net}-server"));
     let client_svid = pki.issue("test", "client", &format!("{net}-client"));
-    let server = proxy(
+    let server = start_proxy(
         &format!("{net}.2"),
         &format!("{net}.12"),
         &server_svid,
@@ -76,7 +38,7 @@ async fn pair(net: &str, pki: &Pki, server_sa: &str, mode: &str, expect: &str) -
         &[],
     )
     .await;
-    let client = proxy(
+    let client = start_proxy(
         &format!("{net}.1"),
         &format!("{net}.11"),
         &client_svid,

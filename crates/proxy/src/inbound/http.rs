@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use crate::drain::Drain;
-use crate::web::{Body, http1_server, reply};
+use crate::web::{Body, http1_server, reply, serve_until};
 
 /// Istio's header naming the client certificate's identity.
 pub const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
@@ -109,17 +109,13 @@ where
         }
     });
     let conn = http1_server().serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = drain.signaled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(err) = result {
-        tracing::debug!(%err, "inbound HTTP/1 connection ended");
-    }
+    serve_until(
+        conn,
+        drain.signaled(),
+        |c| c.graceful_shutdown(),
+        "inbound HTTP/1",
+    )
+    .await;
 }
 
 /// Serves HTTP/2 (prior knowledge) on `io` over one HTTP/2 connection to the app.
@@ -163,17 +159,13 @@ where
     let conn = http2::Builder::new(TokioExecutor::new())
         .max_header_list_size(64 * 1024)
         .serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = drain.signaled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(err) = result {
-        tracing::debug!(%err, "inbound HTTP/2 connection ended");
-    }
+    serve_until(
+        conn,
+        drain.signaled(),
+        |c| c.graceful_shutdown(),
+        "inbound HTTP/2",
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -20,10 +20,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::Outbound;
 use super::pool::PooledBody;
-use crate::io::splice;
+use crate::io::{accept_until, splice};
 use crate::tls::{ALPN_HTTP1, ALPN_TCP};
 use crate::view::Route;
-use crate::web::{Body, full, http1_server, reply};
+use crate::web::{Body, full, http1_server, reply, serve_until};
 
 /// Hop-by-hop headers meant for this proxy, never forwarded (the upstream connection has its
 /// own lifecycle: it is reused when the protocol allows).
@@ -40,42 +40,32 @@ const POOL_READY: Duration = Duration::from_secs(1);
 impl Outbound {
     /// Accepts on `listener` until the drain.
     pub async fn serve_http_proxy(self: Arc<Self>, listener: TcpListener) {
-        loop {
-            let accepted = tokio::select! {
-                () = self.drain.signaled() => return,
-                r = listener.accept() => r,
-            };
-            match accepted {
-                Ok((tcp, _)) => {
-                    let me = Arc::clone(&self);
-                    self.drain.spawn(async move { me.serve_conn(tcp).await });
-                }
-                Err(err) => {
-                    tracing::warn!(%err, "outbound accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+        let me = Arc::clone(&self);
+        accept_until(
+            listener,
+            self.drain.token().clone(),
+            "outbound",
+            move |tcp, _| {
+                let me2 = Arc::clone(&me);
+                me.drain.spawn(me2.serve_conn(tcp));
+            },
+        )
+        .await;
     }
 
     async fn serve_conn(self: Arc<Self>, tcp: TcpStream) {
-        let _ = tcp.set_nodelay(true);
         let me = Arc::clone(&self);
         let svc = service_fn(move |req| Arc::clone(&me).handle(req));
         let conn = http1_server()
             .serve_connection(TokioIo::new(tcp), svc)
             .with_upgrades();
-        tokio::pin!(conn);
-        let result = tokio::select! {
-            r = conn.as_mut() => r,
-            () = self.drain.signaled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        if let Err(err) = result {
-            tracing::debug!(%err, "outbound connection ended");
-        }
+        serve_until(
+            conn,
+            self.drain.signaled(),
+            |c| c.graceful_shutdown(),
+            "outbound",
+        )
+        .await;
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {

@@ -3,13 +3,12 @@
 //! ghostunnel's client mode.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Outbound;
 use crate::config::Upstream;
-use crate::io::splice;
+use crate::io::{accept_until, splice};
 use crate::tls::ALPN_TCP;
 use crate::view::Route;
 
@@ -20,27 +19,20 @@ impl Outbound {
             address: upstream.target,
             expected: vec![upstream.identity.clone()],
         };
-        loop {
-            let accepted = tokio::select! {
-                () = self.drain.signaled() => return,
-                r = listener.accept() => r,
-            };
-            match accepted {
-                Ok((tcp, _)) => {
-                    let me = Arc::clone(&self);
-                    let route = route.clone();
-                    self.drain.spawn(async move { me.carry(tcp, route).await });
-                }
-                Err(err) => {
-                    tracing::warn!(%err, listen = %upstream.listen, "upstream accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+        let me = Arc::clone(&self);
+        accept_until(
+            listener,
+            self.drain.token().clone(),
+            "upstream",
+            move |tcp, _| {
+                let me2 = Arc::clone(&me);
+                me.drain.spawn(me2.carry(tcp, route.clone()));
+            },
+        )
+        .await;
     }
 
-    async fn carry(&self, mut client: TcpStream, route: Route) {
-        let _ = client.set_nodelay(true);
+    async fn carry(self: Arc<Self>, mut client: TcpStream, route: Route) {
         let mut server = match self.connect(&route, ALPN_TCP).await {
             Ok(s) => s,
             Err(err) => {

@@ -1,4 +1,5 @@
-//! A test PKI built with rcgen: one root, SVIDs for any service account, written as PEM files.
+//! A test PKI built with rcgen: one root, SVIDs for any service account, written as PEM files;
+//! and standalone proxies using them.
 
 #![allow(dead_code)] // Each test crate uses a different part of the support code.
 
@@ -78,6 +79,44 @@ impl Pki {
         std::fs::write(&files.key, key.serialize_pem()).unwrap();
         files
     }
+}
+
+/// A standalone proxy on `ip` in front of an app on `app_ip`, with `svid`, static inbound
+/// ports (`PORT=MODE`) and upstreams (`LISTEN=TARGET,ID`); no outbound, admin or readiness
+/// port, and a 300 ms first-byte timeout.
+pub(crate) async fn start_proxy(
+    ip: &str,
+    app_ip: &str,
+    svid: &SvidFiles,
+    inbound: &[&str],
+    upstreams: &[String],
+) -> meshward_proxy::Proxy {
+    use std::time::Duration;
+
+    use meshward_proxy::config::{IdentitySource, Timeouts};
+
+    let config = meshward_proxy::ProxyConfig {
+        workload: None,
+        address: ip.parse().unwrap(),
+        app_address: app_ip.parse().unwrap(),
+        trust_domain: "cluster.local".parse().unwrap(),
+        identity: IdentitySource::Files {
+            cert: svid.cert.clone(),
+            key: svid.key.clone(),
+            bundle: svid.bundle.clone(),
+        },
+        inbound: inbound.iter().map(|s| s.parse().unwrap()).collect(),
+        upstreams: upstreams.iter().map(|s| s.parse().unwrap()).collect(),
+        outbound_port: 0,
+        admin_port: 0,
+        ready_port: 0,
+        drain_timeout: Duration::from_secs(5),
+        timeouts: Timeouts {
+            first_byte: Duration::from_millis(300),
+            ..Timeouts::default()
+        },
+    };
+    meshward_proxy::Proxy::start(config, None).await.unwrap()
 }
 
 pub(crate) fn path_str(p: &Path) -> &str {
