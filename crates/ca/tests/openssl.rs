@@ -9,7 +9,10 @@ use std::path::Path;
 use std::process::Command;
 
 use meshward_ca::{Authority, CaError, InitOptions, LoadError, SignError};
-use meshward_identity::{SpiffeId, TrustDomain};
+use meshward_identity::{
+    AllowedPeers, Side, SpiffeId, TrustBundleSet, TrustDomain, verify_svid_chain,
+};
+use rustls_pki_types::UnixTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 const ID: &str = "spiffe://cluster.local/ns/default/sa/sleep";
@@ -241,6 +244,16 @@ fn adopts_an_openssl_plugin_ca_and_issues_from_it() {
     let (svid, _) = ca.issue_with_new_key(&id(), None).unwrap();
     assert_eq!(svid.chain.len(), 3, "leaf, intermediate, root");
     openssl_verifies(tmp.path(), &ca, &svid.chain_pem());
+    // And our own verifier accepts it: RSA root, ECDSA intermediate, ECDSA leaf.
+    let bundles = TrustBundleSet::from(ca.trust_bundle().clone());
+    let verified = verify_svid_chain(
+        &svid.chain,
+        Side::Client,
+        &bundles,
+        &AllowedPeers::any(),
+        UnixTime::now(),
+    );
+    assert_eq!(verified.unwrap(), id());
 }
 
 #[test]
