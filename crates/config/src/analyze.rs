@@ -14,6 +14,7 @@ use crate::meta::ResourceKey;
 use crate::parse::{Document, ParsedStream};
 
 mod destination_rules;
+mod ignored;
 mod injection;
 mod mtls_conflict;
 mod selectors;
@@ -78,8 +79,12 @@ pub const UNKNOWN_DESTINATION_RULE_HOST: Code =
 /// MW0001: the TLS a DestinationRule makes clients originate cannot be accepted by the server.
 pub const MTLS_CONFLICT: Code = Code::new("MW0001", "MtlsConflict", Severity::Error);
 
+/// MW0002: a PeerAuthentication that Istio ignores.
+pub const IGNORED_PEER_AUTHENTICATION: Code =
+    Code::new("MW0002", "IgnoredPeerAuthentication", Severity::Warning);
+
 /// Every code `analyze` can report.
-pub const CODES: [Code; 11] = [
+pub const CODES: [Code; 12] = [
     REFERENCED_RESOURCE_NOT_FOUND,
     NAMESPACE_NOT_INJECTED,
     POD_MISSING_PROXY,
@@ -91,6 +96,7 @@ pub const CODES: [Code; 11] = [
     SUBSET_SELECTS_NO_PODS,
     UNKNOWN_DESTINATION_RULE_HOST,
     MTLS_CONFLICT,
+    IGNORED_PEER_AUTHENTICATION,
 ];
 
 /// One finding.
@@ -197,6 +203,7 @@ pub fn analyze(documents: &[Document]) -> Result<Vec<Finding>, MeshError> {
     destination_rules::hosts_and_subsets(&mut context);
     destination_rules::ca_certificates(&mut context);
     mtls_conflict::destination_rules(&mut context);
+    ignored::peer_authentications(&mut context);
     let mut findings = context.findings;
     sort(&mut findings);
     Ok(findings)

@@ -131,7 +131,7 @@ fn analyzers() {
             vec![],
         ),
         (
-            "IST0127: a PeerAuthentication selector that matches nothing (root ones are ignored)",
+            "IST0127: a PeerAuthentication selector that matches nothing (root ones are MW0002)",
             format!(
                 "{LAB}{}{}",
                 pa(
@@ -147,6 +147,7 @@ fn analyzers() {
             ),
             vec![
                 "Warning [IST0127] (PeerAuthentication team-app/ghost) No matching workloads for this resource with the following labels: app=ghost",
+                "Warning [MW0002] (PeerAuthentication istio-system/ignored) The policy has no effect: a PeerAuthentication with a selector (app=ghost) in the root namespace istio-system is ignored. Move it to the namespace of the workloads it selects.",
             ],
         ),
         (
@@ -215,6 +216,32 @@ fn analyzers() {
             vec![
                 "Warning [IST0128] (DestinationRule team-app/db-tls) DestinationRule db-tls in namespace team-app has TLS mode set to SIMPLE but no caCertificates are set to validate server identity for host: httpbin-svc",
                 "Warning [IST0129] (DestinationRule team-app/db-tls) DestinationRule db-tls in namespace team-app has TLS mode set to MUTUAL but no caCertificates are set to validate server identity for host: httpbin-svc at port number:8080",
+            ],
+        ),
+        (
+            "MW0002: only the oldest namespace-wide (or mesh-wide) policy applies",
+            format!(
+                "{LAB}{}{}{}",
+                pa("team-app", "mutual-tls-auth", STRICT),
+                pa("team-app", "zz-later", "{mtls: {mode: DISABLE}}"),
+                pa("istio-system", "default", STRICT)
+            ),
+            vec![
+                "Warning [MW0002] (PeerAuthentication team-app/zz-later) The policy has no effect: PeerAuthentication team-app/mutual-tls-auth is an older namespace-wide policy and only the oldest one applies.",
+            ],
+        ),
+        (
+            "MW0002: a root-namespace PeerAuthentication with a selector is ignored",
+            format!(
+                "{LAB}{}",
+                pa(
+                    "istio-system",
+                    "sel",
+                    "{selector: {matchLabels: {app: httpbin}}, mtls: {mode: DISABLE}}"
+                )
+            ),
+            vec![
+                "Warning [MW0002] (PeerAuthentication istio-system/sel) The policy has no effect: a PeerAuthentication with a selector (app=httpbin) in the root namespace istio-system is ignored. Move it to the namespace of the workloads it selects.",
             ],
         ),
     ];
