@@ -5,7 +5,8 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use meshward_api::v1::admin_client::AdminClient;
+use meshward_api::v1::{ListRequest, admin_client::AdminClient};
+use meshward_config::{Kind, Limits, Mesh, parse_stream};
 use meshward_control_plane::{CONTROL_PLANE_ACCOUNT, Context, SYSTEM_NAMESPACE};
 use meshward_identity::{AllowedPeers, SpiffeId, TrustBundle, TrustBundleSet, TrustDomain};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
@@ -48,9 +49,22 @@ pub(crate) async fn channel(context: &Context) -> anyhow::Result<Channel> {
         .with_context(|| format!("server address {:?} is not host:port", context.server))?;
     let td = TrustDomain::new(&context.trust_domain)
         .with_context(|| format!("trust domain {:?}", context.trust_domain))?;
+    let server = SpiffeId::istio(&td, SYSTEM_NAMESPACE, CONTROL_PLANE_ACCOUNT)?;
+    let config = mtls_client_config(context, AllowedPeers::default().with_id(server))?;
+    Ok(meshward_api::connect(addr, config).await?)
+}
+
+/// A client TLS config presenting the administrator's certificate and accepting servers
+/// `allowed` under the mesh's roots.
+pub(crate) fn mtls_client_config(
+    context: &Context,
+    allowed: AllowedPeers,
+) -> anyhow::Result<rustls::ClientConfig> {
+    let td = TrustDomain::new(&context.trust_domain)
+        .with_context(|| format!("trust domain {:?}", context.trust_domain))?;
     let roots = std::fs::read(&context.root_cert)
         .with_context(|| format!("reading {}", context.root_cert.display()))?;
-    let (bundle, skipped) = TrustBundle::from_pem(td.clone(), &roots)
+    let (bundle, skipped) = TrustBundle::from_pem(td, &roots)
         .with_context(|| format!("loading roots from {}", context.root_cert.display()))?;
     if let Some(bad) = skipped.first() {
         bail!("{}: {bad}", context.root_cert.display());
@@ -62,12 +76,38 @@ pub(crate) async fn channel(context: &Context) -> anyhow::Result<Channel> {
         .with_context(|| format!("reading {}", context.admin_cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(&context.admin_key)
         .with_context(|| format!("reading {}", context.admin_key.display()))?;
-    let server = SpiffeId::istio(&td, SYSTEM_NAMESPACE, CONTROL_PLANE_ACCOUNT)?;
-    let config = meshward_identity::client_config(
+    Ok(meshward_identity::client_config(
         Arc::new(bundles),
-        AllowedPeers::default().with_id(server),
+        allowed,
         chain,
         key,
-    )?;
-    Ok(meshward_api::connect(addr, config).await?)
+    )?)
+}
+
+/// Every resource applied to the control plane, resolved into a [`Mesh`] — so that the
+/// offline checks run unchanged against the live configuration.
+pub(crate) async fn fetch_mesh(admin: &mut AdminClient<Channel>) -> anyhow::Result<Mesh> {
+    let mut documents = Vec::new();
+    for kind in Kind::ALL {
+        let listed = admin
+            .list(ListRequest {
+                kind: kind.as_str().to_owned(),
+                ..ListRequest::default()
+            })
+            .await?
+            .into_inner();
+        for resource in listed.resources {
+            let name = format!("{}/{}/{}", resource.kind, resource.namespace, resource.name);
+            let parsed = parse_stream(&name, &resource.json, &Limits::default())
+                .into_documents()
+                .map_err(|errors| {
+                    anyhow::anyhow!(
+                        "{name}: {}",
+                        errors.first().map(ToString::to_string).unwrap_or_default()
+                    )
+                })?;
+            documents.extend(parsed);
+        }
+    }
+    Ok(Mesh::new(documents)?)
 }

@@ -1,12 +1,15 @@
 //! One module per verb, and the plumbing they share.
 
+pub(crate) mod analyze;
 pub(crate) mod apply;
+pub(crate) mod authn;
 pub(crate) mod ca;
 pub(crate) mod cert;
 pub(crate) mod control_plane;
 pub(crate) mod demo;
 pub(crate) mod duration;
 pub(crate) mod get;
+pub(crate) mod mtls;
 pub(crate) mod proxy;
 pub(crate) mod proxy_status;
 pub(crate) mod token;

@@ -37,12 +37,20 @@ enum Command {
     Token(cmd::token::TokenCommand),
     /// Validate manifests offline: a verdict per document, exit 1 if any is invalid.
     Validate(cmd::validate::ValidateArgs),
+    /// Cross-resource findings, as istioctl analyze: exit 1 on any Error.
+    Analyze(cmd::analyze::AnalyzeArgs),
+    /// Authentication checks: the effective mTLS of every server port and client.
+    #[command(subcommand)]
+    Authn(cmd::authn::AuthnCommand),
     /// Certificate authority: create a built-in CA or adopt an Istio plug-in one.
     #[command(subcommand)]
     Ca(cmd::ca::CaCommand),
     /// Certificates: inspect, verify as the proxy does, sign a CSR offline.
     #[command(subcommand)]
     Cert(cmd::cert::CertCommand),
+    /// Namespace mTLS: set the mode, or verify it with live probes.
+    #[command(subcommand)]
+    Mtls(cmd::mtls::MtlsCommand),
     /// Run a whole mesh on this machine from a directory of manifests.
     Up(cmd::up::UpArgs),
     /// Stop a mesh started with `meshward up --detach`.
@@ -68,8 +76,11 @@ fn main() -> ExitCode {
         Command::ProxyStatus(args) => cmd::proxy_status::run(args),
         Command::Token(command) => cmd::token::run(command),
         Command::Validate(args) => cmd::validate::run(args),
+        Command::Analyze(args) => cmd::analyze::run(args),
+        Command::Authn(command) => cmd::authn::run(command),
         Command::Ca(command) => cmd::ca::run(command),
         Command::Cert(command) => cmd::cert::run(command),
+        Command::Mtls(command) => cmd::mtls::run(command),
         Command::Up(args) => cmd::up::run(args),
         Command::Down(args) => cmd::up::down(args),
         Command::Exec(args) => cmd::up::exec(args),

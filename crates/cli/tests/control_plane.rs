@@ -1,6 +1,9 @@
 //! `meshward control-plane` with the admin verbs: apply, get, delete, token create,
 //! proxy-status — the real binary over real mTLS on loopback.
 
+// A test that cannot unwrap has failed: panicking is the point.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use support::{ControlPlane, stderr, stdout};

@@ -1,6 +1,9 @@
 //! `meshward up` on the bundled example: the seed lab's matrix, `exec` as a workload, the CLI
 //! against the running mesh, `down` — and the ways a directory can be wrong.
 
+// A test that cannot unwrap has failed: panicking is the point.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::{path::Path, process::Output};
@@ -102,6 +105,42 @@ fn team_app_lab_strict_refuses_the_pod_without_sidecar() {
         2,
         "{}",
         stdout(&out)
+    );
+
+    // The seed's verification script as one command: probes, not configuration.
+    let out = run(home, &["mtls", "verify", "team-app"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let row: Vec<String> = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("httpbin.team-app"))
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        row[row.len() - 4..],
+        ["STRICT", "refused", "accepted", "OK"]
+    );
+
+    // Migrating the namespace updates the policy in force; the probes follow it.
+    let out = run(home, &["mtls", "enable", "team-app", "PERMISSIVE"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("mutual-tls-auth configured"),
+        "{}",
+        stdout(&out)
+    );
+    support::wait_for(
+        || {
+            let out = run(home, &["mtls", "verify", "team-app"]);
+            let text = stdout(&out);
+            let words: Vec<&str> = text.split_whitespace().collect();
+            out.status.success()
+                && words
+                    .windows(4)
+                    .any(|w| w == ["PERMISSIVE", "accepted", "accepted", "OK"])
+        },
+        "PERMISSIVE to take effect",
     );
 
     // A second up says so clearly.

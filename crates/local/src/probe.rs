@@ -46,6 +46,33 @@ pub async fn via_sidecar(proxy: SocketAddr, host: &str, port: u16) -> Outcome {
     finish(attempt.await)
 }
 
+/// Probes `addr` with mesh mTLS (ALPN `istio`), presenting the certificate in `config` and
+/// requiring the server identity its verifier allows — as a peer sidecar would.
+pub async fn mtls(addr: SocketAddr, host: &str, mut config: rustls::ClientConfig) -> Outcome {
+    config.alpn_protocols = vec![b"istio".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let attempt = async {
+        let tcp = connect(addr).await?;
+        let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+        let mut tls = tokio::time::timeout(STEP_TIMEOUT, connector.connect(name, tcp))
+            .await
+            .map_err(|_| timed_out("TLS handshake"))??;
+        let get = format!("GET /get HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        tls.write_all(get.as_bytes()).await?;
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(STEP_TIMEOUT, tls.read(&mut buf))
+            .await
+            .map_err(|_| timed_out("answer"))??;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        Ok(if n == 0 {
+            Outcome::Refused("closed after the handshake".into())
+        } else {
+            Outcome::Allowed(first_line(&text).to_owned())
+        })
+    };
+    finish(attempt.await)
+}
+
 /// Probes `addr` directly, in plaintext, as a client without a sidecar would.
 pub async fn direct(addr: SocketAddr, host: &str) -> Outcome {
     let attempt = async { request(connect(addr).await?, host).await };

@@ -28,8 +28,11 @@ pub struct RunningMesh {
 pub struct StateDir(pub PathBuf);
 
 impl StateDir {
-    /// `$MESHWARD_HOME/up`, else `$HOME/.meshward/up`.
+    /// `$MESHWARD_STATE_DIR`, else `$MESHWARD_HOME/up`, else `$HOME/.meshward/up`.
     pub fn default_location() -> Self {
+        if let Some(dir) = std::env::var_os("MESHWARD_STATE_DIR") {
+            return Self(PathBuf::from(dir));
+        }
         let home = std::env::var_os("MESHWARD_HOME").map_or_else(
             || {
                 std::env::var_os("HOME")

@@ -296,8 +296,13 @@ fn app_command(
             Command::new(program)
         };
         command.args(args).env_clear().envs(&env);
-        if let Some(path) = std::env::var_os("PATH") {
-            command.env("PATH", path);
+        // `meshward` inside a shell command finds this very binary first.
+        let mut path: Vec<PathBuf> = exe.parent().map(PathBuf::from).into_iter().collect();
+        if let Some(inherited) = std::env::var_os("PATH") {
+            path.extend(std::env::split_paths(&inherited));
+        }
+        if let Ok(joined) = std::env::join_paths(path) {
+            command.env("PATH", joined);
         }
         Ok(command)
     }
