@@ -212,3 +212,6 @@ impl Admin {
         serve_until(conn, stop.cancelled(), |c| c.graceful_shutdown(), "admin").await;
     }
 }
+
+#[cfg(test)]
+mod tests;

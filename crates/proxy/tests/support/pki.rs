@@ -91,11 +91,23 @@ pub(crate) async fn start_proxy(
     inbound: &[&str],
     upstreams: &[String],
 ) -> meshward_proxy::Proxy {
+    let config = proxy_config(ip, app_ip, svid, inbound, upstreams);
+    meshward_proxy::Proxy::start(config, None).await.unwrap()
+}
+
+/// The configuration [`start_proxy`] uses.
+pub(crate) fn proxy_config(
+    ip: &str,
+    app_ip: &str,
+    svid: &SvidFiles,
+    inbound: &[&str],
+    upstreams: &[String],
+) -> meshward_proxy::ProxyConfig {
     use std::time::Duration;
 
     use meshward_proxy::config::{IdentitySource, Timeouts};
 
-    let config = meshward_proxy::ProxyConfig {
+    meshward_proxy::ProxyConfig {
         workload: None,
         address: ip.parse().unwrap(),
         app_address: app_ip.parse().unwrap(),
@@ -115,8 +127,7 @@ pub(crate) async fn start_proxy(
             first_byte: Duration::from_millis(300),
             ..Timeouts::default()
         },
-    };
-    meshward_proxy::Proxy::start(config, None).await.unwrap()
+    }
 }
 
 pub(crate) fn path_str(p: &Path) -> &str {
