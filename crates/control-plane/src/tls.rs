@@ -10,58 +10,9 @@ use std::sync::Arc;
 use meshward_identity::{
     AllowedPeers, SpiffeClientVerifier, SpiffeId, TrustBundleSet, crypto_provider, peer_spiffe_id,
 };
-use rustls::{
-    DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
-    client::danger::HandshakeSignatureValid,
-    server::danger::{ClientCertVerified, ClientCertVerifier},
-};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::ServerConfig;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::{Request, Status, transport::server::TcpConnectInfo};
-
-/// A [`SpiffeClientVerifier`] that lets clients without a certificate through the handshake.
-#[derive(Debug)]
-struct OptionalClientAuth(SpiffeClientVerifier);
-
-impl ClientCertVerifier for OptionalClientAuth {
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.0.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0.verify_client_cert(end_entity, intermediates, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
 
 /// The server config of port 15012: TLS 1.3 only, ALPN h2, client SVID optional.
 pub(crate) fn server_config(
@@ -69,7 +20,7 @@ pub(crate) fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<ServerConfig, rustls::Error> {
-    let verifier = OptionalClientAuth(SpiffeClientVerifier::new(bundles, AllowedPeers::any()));
+    let verifier = SpiffeClientVerifier::new(bundles, AllowedPeers::any()).optional();
     let mut config = ServerConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(verifier))
