@@ -229,6 +229,7 @@ fn tls_check_json_and_scopes() {
         json["readiness"][0]["subject"],
         "service httpbin-svc.team-app.svc.cluster.local"
     );
+    assert_eq!(json["readiness"][0]["safe"], false, "naked sends plaintext");
 
     let out = in_fixtures(&["authn", "tls-check", "nope.team-app", "-f", "strict-lab"]);
     assert_eq!(out.status.code(), Some(1));

@@ -176,13 +176,8 @@ pub struct Readiness {
     pub strict_ports: usize,
     /// Clients that would be rejected: `client (MODE) → host:port`.
     pub plaintext_clients: Vec<String>,
-}
-
-impl Readiness {
     /// No client would be rejected.
-    pub fn safe(&self) -> bool {
-        self.plaintext_clients.is_empty()
-    }
+    pub safe: bool,
 }
 
 /// The whole report.
@@ -385,6 +380,7 @@ fn readiness(scope: &Scope, servers: &[ServerPort], pairs: &[Pair]) -> Vec<Readi
                 ports: 0,
                 strict_ports: 0,
                 plaintext_clients: Vec::new(),
+                safe: true,
             });
         group.ports += 1;
         if server.mode == Some(MtlsMode::Strict) {
@@ -410,6 +406,7 @@ fn readiness(scope: &Scope, servers: &[ServerPort], pairs: &[Pair]) -> Vec<Readi
             );
             if !group.plaintext_clients.contains(&entry) {
                 group.plaintext_clients.push(entry);
+                group.safe = false;
             }
         }
     }

@@ -166,7 +166,7 @@ fn summary(readiness: &Readiness) -> String {
     } else {
         format!(
             "safe to switch {subject} to STRICT: {} — {} plaintext client(s) ({} of {} sidecar port(s) STRICT today)",
-            if readiness.safe() { "yes" } else { "no" },
+            if readiness.safe { "yes" } else { "no" },
             clients.len(),
             readiness.strict_ports,
             readiness.ports,

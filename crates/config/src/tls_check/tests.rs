@@ -251,6 +251,7 @@ fn readiness_names_the_clients_strict_would_cut_off() {
         assert_eq!(report.readiness.len(), 1, "{rule}");
         assert_eq!(report.readiness[0].subject, "namespace team-app", "{rule}");
         assert_eq!(report.readiness[0].plaintext_clients, expected, "{rule}");
+        assert_eq!(report.readiness[0].safe, expected.is_empty(), "{rule}");
     }
 }
 
@@ -292,4 +293,42 @@ fn scopes() {
             assert_eq!(tls_check(&mesh, &scope).pairs.len(), pairs, "{rule}");
         }
     }
+}
+
+#[test]
+fn readiness_is_safe_when_every_client_would_send_mtls() {
+    let yaml = "
+apiVersion: meshward.io/v1alpha1
+kind: Workload
+metadata: {name: client, namespace: shop, labels: {app: client}}
+spec: {sidecar: true}
+---
+apiVersion: meshward.io/v1alpha1
+kind: Workload
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec: {sidecar: true, ports: [{port: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {selector: {app: web}, ports: [{port: 8080}]}
+";
+    let docs = parse_stream("t.yaml", yaml, &Limits::default())
+        .into_documents()
+        .unwrap();
+    let report = tls_check(&Mesh::new(docs).unwrap(), &Scope::All);
+    let readiness = &report.readiness[0];
+    assert_eq!(
+        (
+            readiness.subject.as_str(),
+            readiness.ports,
+            readiness.strict_ports
+        ),
+        ("namespace shop", 1, 0)
+    );
+    assert!(
+        readiness.safe,
+        "auto-mTLS clients keep working under STRICT"
+    );
+    assert!(readiness.plaintext_clients.is_empty());
 }
