@@ -6,8 +6,8 @@
 //! PERMISSIVE and DISABLE. HTTP is forwarded through [`http`] (XFCC set or stripped), other
 //! bytes are spliced raw, both to `app_address:port`.
 //!
-//! The mode is read from the current view for every new connection; no credentials means no
-//! mTLS (fail closed). Listeners follow the view: ports are bound when they appear and closed
+//! The mode is read from the current view for every new connection, and open connections are
+//! closed when a new view stops admitting them; no credentials means no mTLS (fail closed). Listeners follow the view: ports are bound when they appear and closed
 //! when they go.
 
 pub mod detect;
@@ -32,6 +32,16 @@ use crate::creds::{CredsReceiver, peer_id};
 use crate::drain::Drain;
 use crate::io::{Prefixed, accept_until, splice};
 use crate::view::View;
+
+/// Whether a port in `mode` admits a terminated mesh mTLS connection.
+fn admits_mtls(mode: MtlsMode) -> bool {
+    matches!(mode, MtlsMode::Strict | MtlsMode::Permissive)
+}
+
+/// Whether a port in `mode` admits a connection forwarded without termination.
+fn admits_plain(mode: MtlsMode) -> bool {
+    matches!(mode, MtlsMode::Permissive | MtlsMode::Disable)
+}
 
 /// Shared state of every inbound listener.
 #[derive(Debug)]
@@ -155,7 +165,8 @@ impl Inbound {
         let io = Prefixed::new(prefix, tcp);
         match (mode, transport) {
             (MtlsMode::Strict | MtlsMode::Permissive, Transport::MeshTls) => {
-                self.terminate(port, io, peer).await;
+                self.while_admitted(port, admits_mtls, self.terminate(port, io, peer))
+                    .await;
             }
             (MtlsMode::Strict, other) => {
                 // Dropping the socket with unread bytes resets it: the client sees a reset,
@@ -163,11 +174,44 @@ impl Inbound {
                 tracing::info!(%peer, port, transport = ?other, "refused: STRICT port requires mesh mTLS");
             }
             (MtlsMode::Permissive | MtlsMode::Disable, Transport::Silent) => {
-                self.forward_raw(port, io).await;
+                self.while_admitted(port, admits_plain, self.forward_raw(port, io))
+                    .await;
             }
             (MtlsMode::Permissive | MtlsMode::Disable, _) => {
-                self.forward(port, io, None).await;
+                self.while_admitted(port, admits_plain, self.forward(port, io, None))
+                    .await;
             }
+        }
+    }
+
+    /// Runs `conn` until it ends or a new view stops admitting it (the port's mode changed to
+    /// one that refuses this kind of connection, or the port is gone): then the connection is
+    /// dropped, closing both sides, so a policy change also applies to open connections.
+    async fn while_admitted(
+        &self,
+        port: u16,
+        admits: fn(MtlsMode) -> bool,
+        conn: impl Future<Output = ()>,
+    ) {
+        let mut view = self.view.clone();
+        let revoked = async move {
+            loop {
+                if !view
+                    .borrow_and_update()
+                    .inbound_mode(port)
+                    .is_some_and(admits)
+                {
+                    return;
+                }
+                if view.changed().await.is_err() {
+                    // No more views will come: the policy in force is final.
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            () = conn => {}
+            () = revoked => tracing::info!(port, "connection closed: the port's mTLS mode no longer admits it"),
         }
     }
 
