@@ -252,3 +252,27 @@ fn tls_check_refuses_invalid_manifests() {
     assert!(err.contains("1 error(s) in the manifests"), "{err}");
     assert_eq!(stdout(&out), "");
 }
+
+#[test]
+fn analyze_stops_on_a_resource_defined_twice_after_printing_what_it_found() {
+    let out = in_fixtures(&[
+        "analyze",
+        "-f",
+        "invalid",
+        "-f",
+        "strict-lab",
+        "-f",
+        "strict-lab",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).starts_with("Error [IST0106]"),
+        "{}",
+        stdout(&out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("cross-resource analysis stopped: Namespace team-app is defined twice"),
+        "{err}"
+    );
+}

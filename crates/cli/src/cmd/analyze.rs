@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use meshward_config::analyze::{Finding, analyze, schema_findings, sort};
 use meshward_config::{Limits, Severity, parse_stream};
@@ -72,7 +73,14 @@ pub(crate) fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         findings.extend(schema_findings(&stream));
         documents.extend(stream.documents.into_iter().filter_map(|d| d.document));
     }
-    findings.extend(analyze(&documents)?);
+    // Two documents defining one resource stop the analysis; what was found so far still prints.
+    let stopped = match analyze(&documents) {
+        Ok(more) => {
+            findings.extend(more);
+            None
+        }
+        Err(err) => Some(err),
+    };
     sort(&mut findings);
     match args.output {
         Format::Json => {
@@ -83,13 +91,16 @@ pub(crate) fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             for finding in &findings {
                 println!("{finding}");
             }
-            if findings.is_empty() {
+            if findings.is_empty() && stopped.is_none() {
                 eprintln!(
                     "✔ No validation issues found when analyzing {} document(s).",
                     documents.len()
                 );
             }
         }
+    }
+    if let Some(err) = stopped {
+        return Err(err).context("cross-resource analysis stopped");
     }
     let failed = findings.iter().any(|f| f.level == Severity::Error);
     Ok(if failed {
