@@ -39,7 +39,8 @@ impl Code {
     }
 }
 
-/// IST0101: a resource refers to something that does not exist (a Gateway selector).
+/// IST0101: a resource refers to something that does not exist (a Gateway selector, an
+/// AuthorizationPolicy source namespace).
 pub const REFERENCED_RESOURCE_NOT_FOUND: Code =
     Code::new("IST0101", "ReferencedResourceNotFound", Severity::Error);
 /// IST0102: a namespace carries no injection label.
@@ -200,6 +201,7 @@ pub fn analyze(documents: &[Document]) -> Result<Vec<Finding>, MeshError> {
     injection::workloads(&mut context);
     selectors::policies(&mut context);
     selectors::gateways(&mut context);
+    selectors::policy_namespaces(&mut context);
     destination_rules::hosts_and_subsets(&mut context);
     destination_rules::ca_certificates(&mut context);
     mtls_conflict::destination_rules(&mut context);

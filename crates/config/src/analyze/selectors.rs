@@ -1,5 +1,7 @@
-//! Selectors that pick no workload: IST0127 NoMatchingWorkloadsFound for policies, IST0101
-//! ReferencedResourceNotFound for Gateways.
+//! References that pick nothing: IST0127 NoMatchingWorkloadsFound for policy selectors, IST0101
+//! ReferencedResourceNotFound for Gateway selectors and AuthorizationPolicy namespaces.
+
+use std::collections::BTreeSet;
 
 use super::{Context, NO_MATCHING_WORKLOADS_FOUND, REFERENCED_RESOURCE_NOT_FOUND};
 use crate::meta::{Kind, ResourceKey};
@@ -60,6 +62,56 @@ pub(super) fn gateways(cx: &mut Context<'_>) {
             format!("Referenced selector not found: \"{labels}\""),
         );
     }
+}
+
+/// IST0101, as Istio's authorization analyzer: every `source.namespaces` and
+/// `source.notNamespaces` value (exact, `prefix*`, `*suffix` or `*`) must match a namespace.
+/// Offline, the namespaces that exist are the Namespace documents, every namespace a resource
+/// is written in, and the root namespace.
+pub(super) fn policy_namespaces(cx: &mut Context<'_>) {
+    let mut known: BTreeSet<&str> = cx
+        .locations
+        .keys()
+        .map(|key| match key.kind {
+            Kind::Namespace => key.name.as_str(),
+            _ => key.namespace.as_str(),
+        })
+        .filter(|ns| !ns.is_empty())
+        .collect();
+    known.insert(cx.mesh.config.root_namespace.as_str());
+    let mut missing: Vec<(ResourceKey, String)> = Vec::new();
+    for entry in &cx.mesh.authorization_policies {
+        let rules = entry.object.spec.rules.iter().flatten();
+        let sources = rules.flat_map(|rule| &rule.from).map(|from| &from.source);
+        for namespace in sources.flat_map(|s| s.namespaces.iter().chain(&s.not_namespaces)) {
+            let found = known.iter().any(|ns| matches_pattern(namespace, ns));
+            let key = entry.key(Kind::AuthorizationPolicy);
+            if !found && !missing.contains(&(key.clone(), namespace.clone())) {
+                missing.push((key, namespace.clone()));
+            }
+        }
+    }
+    for (key, namespace) in missing {
+        cx.report(
+            REFERENCED_RESOURCE_NOT_FOUND,
+            &key,
+            format!("Referenced namespace not found: \"{namespace}\""),
+        );
+    }
+}
+
+/// Istio's string match: `*` (any), `prefix*`, `*suffix`, or exact.
+fn matches_pattern(pattern: &str, value: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    if let Some(prefix) = pattern.strip_suffix('*') {
+        return value.starts_with(prefix);
+    }
+    if let Some(suffix) = pattern.strip_prefix('*') {
+        return value.ends_with(suffix);
+    }
+    pattern == value
 }
 
 fn non_empty(selector: Option<&WorkloadSelector>) -> Option<&WorkloadSelector> {

@@ -185,6 +185,21 @@ fn analyzers() {
             ],
         ),
         (
+            "IST0101: AuthorizationPolicy source namespaces (exact, prefix*, *suffix) must exist",
+            format!(
+                "{LAB}{}",
+                ap(
+                    "team-app",
+                    "from-ns",
+                    "{rules: [{from: [{source: {namespaces: [team-app, istio-sys*, \"*-app\", fronted]}}, {source: {notNamespaces: [legacy]}}]}]}"
+                )
+            ),
+            vec![
+                "Error [IST0101] (AuthorizationPolicy team-app/from-ns) Referenced namespace not found: \"fronted\"",
+                "Error [IST0101] (AuthorizationPolicy team-app/from-ns) Referenced namespace not found: \"legacy\"",
+            ],
+        ),
+        (
             "IST0173: a subset whose labels select none of the host's workloads",
             format!(
                 "{LAB}{}",
