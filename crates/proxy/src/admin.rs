@@ -1,6 +1,7 @@
 //! Health and admin HTTP: `/healthz/ready` on the readiness port, and on the admin port (to
 //! loopback clients only) `/config_dump`, `/certs`, `/logging?level=` and `/quitquitquit`.
 
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +48,10 @@ pub struct Health {
     pub status: watch::Receiver<Status>,
     /// The proxy's drain.
     pub drain: Drain,
+    /// The view in force.
+    pub view: watch::Receiver<Arc<View>>,
+    /// The inbound ports with a listener.
+    pub listening: watch::Receiver<BTreeSet<u16>>,
 }
 
 impl Health {
@@ -66,6 +71,16 @@ impl Health {
         if !status.has_view {
             return Err("no configuration from the control plane yet".to_owned());
         }
+        let listening = self.listening.borrow();
+        if let Some(port) = self
+            .view
+            .borrow()
+            .inbound
+            .keys()
+            .find(|p| !listening.contains(p))
+        {
+            return Err(format!("inbound port {port} is not listening"));
+        }
         if let Some(err) = status.renewal_error {
             let life = creds
                 .not_after()
@@ -83,6 +98,8 @@ impl Health {
     pub async fn wait_ready(&self) -> bool {
         let mut creds = self.creds.clone();
         let mut status = self.status.clone();
+        let mut view = self.view.clone();
+        let mut listening = self.listening.clone();
         loop {
             if self.check().is_ok() {
                 return true;
@@ -91,6 +108,8 @@ impl Health {
                 () = self.drain.signaled() => return false,
                 r = creds.changed() => if r.is_err() { return false },
                 r = status.changed() => if r.is_err() { return false },
+                r = view.changed() => if r.is_err() { return false },
+                r = listening.changed() => if r.is_err() { return false },
             }
         }
     }
@@ -99,10 +118,8 @@ impl Health {
 /// What the admin endpoints read and control.
 #[derive(Clone)]
 pub struct Admin {
-    /// Readiness inputs (and the credentials).
+    /// Readiness inputs (and the credentials and view).
     pub health: Health,
-    /// The current view.
-    pub view: watch::Receiver<Arc<View>>,
     /// The workload served, `name.ns`, if known.
     pub workload: Option<String>,
     /// Runtime log filter control.
@@ -126,7 +143,7 @@ impl Admin {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz/ready") => self.ready(),
             (&Method::GET, "/config_dump") => {
-                let view = self.view.borrow().clone();
+                let view = self.health.view.borrow().clone();
                 json_reply(&json!({
                     "workload": self.workload,
                     "view": &*view,

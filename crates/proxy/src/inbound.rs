@@ -13,7 +13,7 @@
 pub mod detect;
 pub mod http;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -52,6 +52,7 @@ pub struct Inbound {
     view: watch::Receiver<Arc<View>>,
     timeouts: Timeouts,
     drain: Drain,
+    listening: watch::Sender<BTreeSet<u16>>,
 }
 
 impl Inbound {
@@ -71,7 +72,14 @@ impl Inbound {
             view,
             timeouts,
             drain,
+            listening: watch::Sender::new(BTreeSet::new()),
         })
+    }
+
+    /// The ports with a listener, updated as views come and go (readiness compares them with
+    /// the view's ports).
+    pub fn listening(&self) -> watch::Receiver<BTreeSet<u16>> {
+        self.listening.subscribe()
     }
 
     /// Binds every port of the current view and keeps the listeners in step with later views.
@@ -85,6 +93,8 @@ impl Inbound {
             bound.push(addr);
             listeners.insert(port, stop);
         }
+        self.listening
+            .send_replace(listeners.keys().copied().collect());
         let me = Arc::clone(self);
         tokio::spawn(me.follow_view(listeners));
         Ok(bound)
@@ -134,10 +144,13 @@ impl Inbound {
                     Ok((_, stop)) => {
                         listeners.insert(port, stop);
                     }
-                    // Retried on the next view; nothing is served on it meanwhile.
+                    // Retried on the next view; nothing is served on it meanwhile, and the
+                    // proxy is not ready.
                     Err(err) => tracing::error!(%err, "inbound port not served"),
                 }
             }
+            self.listening
+                .send_replace(listeners.keys().copied().collect());
         }
     }
 

@@ -71,6 +71,7 @@ pub struct Proxy {
     bound: Bound,
     /// Kept so readiness watchers never see a closed channel in standalone mode.
     _status: watch::Sender<Status>,
+    _view: watch::Sender<Arc<View>>,
     drain: Drain,
     quit: CancellationToken,
     stop_admin: CancellationToken,
@@ -150,7 +151,7 @@ impl Proxy {
                     workload,
                     creds: creds.clone(),
                     store: store.clone(),
-                    view: view_tx,
+                    view: view_tx.clone(),
                     status: status_tx.clone(),
                 };
                 tokio::spawn(discovery.run(drain.token().clone()));
@@ -192,10 +193,11 @@ impl Proxy {
             creds,
             status: status_rx,
             drain: drain.clone(),
+            view: view_rx,
+            listening: inbound.listening(),
         };
         let admin = Admin {
             health: health.clone(),
-            view: view_rx,
             workload: config.workload.as_ref().map(ToString::to_string),
             log,
             quit: quit.clone(),
@@ -231,6 +233,7 @@ impl Proxy {
         Ok(Self {
             bound,
             _status: status_tx,
+            _view: view_tx,
             drain,
             quit,
             stop_admin,

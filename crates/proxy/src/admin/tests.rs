@@ -52,20 +52,30 @@ fn creds(age: Duration, life: Duration) -> Credentials {
     .unwrap()
 }
 
-fn health() -> (CredsStore, watch::Sender<Status>, Health) {
+/// Health for a view with inbound port 8080, with listeners on `listening`.
+fn health(listening: &[u16]) -> (CredsStore, watch::Sender<Status>, Health) {
     let store = CredsStore::new();
     let (status, rx) = watch::channel(Status::default());
+    let view = View {
+        version: 1,
+        namespace: "a".into(),
+        trust_domain: "cluster.local".parse().unwrap(),
+        inbound: std::collections::BTreeMap::from([(8080, crate::config::MtlsMode::Strict)]),
+        services: Vec::new(),
+    };
     let health = Health {
         creds: store.subscribe(),
         status: rx,
         drain: Drain::new(),
+        view: watch::channel(Arc::new(view)).1,
+        listening: watch::channel(listening.iter().copied().collect::<BTreeSet<u16>>()).1,
     };
     (store, status, health)
 }
 
 #[test]
 fn ready_needs_a_certificate_and_a_view() {
-    let (store, status, health) = health();
+    let (store, status, health) = health(&[8080]);
     assert_eq!(health.check().unwrap_err(), "no certificate yet");
     store.publish(creds(Duration::ZERO, Duration::from_secs(3600)));
     assert!(health.check().unwrap_err().contains("no configuration"));
@@ -77,7 +87,7 @@ fn ready_needs_a_certificate_and_a_view() {
 
 #[test]
 fn failing_renewal_matters_only_near_expiry() {
-    let (store, status, health) = health();
+    let (store, status, health) = health(&[8080]);
     status.send_modify(|s| {
         s.has_view = true;
         s.renewal_error = Some("control plane unreachable".into());
@@ -91,4 +101,15 @@ fn failing_renewal_matters_only_near_expiry() {
     assert!(err.contains("renewal keeps failing"), "{err}");
     status.send_modify(|s| s.renewal_error = None);
     assert_eq!(health.check(), Ok(()));
+}
+
+#[test]
+fn a_port_of_the_view_without_a_listener_is_not_ready() {
+    let (store, status, health) = health(&[]);
+    store.publish(creds(Duration::ZERO, Duration::from_secs(3600)));
+    status.send_modify(|s| s.has_view = true);
+    assert_eq!(
+        health.check().unwrap_err(),
+        "inbound port 8080 is not listening"
+    );
 }
