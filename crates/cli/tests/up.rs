@@ -143,6 +143,16 @@ fn team_app_lab_strict_refuses_the_pod_without_sidecar() {
         "PERMISSIVE to take effect",
     );
 
+    // The trust chain and every workload certificate, as the seeds' management script shows.
+    let out = run(home, &["ca", "status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("root"), "{}", stdout(&out));
+    let out = run(home, &["cert", "monitor"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out).matches(" OK").count(), 2, "{}", stdout(&out));
+    let out = run(home, &["cert", "monitor", "--warn", "48h"]);
+    assert!(!out.status.success(), "24 h certificates must warn at 48 h");
+
     // A second up says so clearly.
     let out = run(home, &["up", &example(), "--subnet", "127.32"]);
     assert!(!out.status.success());

@@ -17,6 +17,19 @@ use super::duration::parse_duration;
 pub(crate) enum CaCommand {
     /// Create a CA (self-signed ECDSA P-256 root) or adopt a plug-in one; print its root.
     Init(InitArgs),
+    /// Show the CA's chain — root and intermediates — with validity, time left, and which
+    /// certificate signs.
+    Status(StatusArgs),
+}
+
+/// `meshward ca status`
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The CA directory (default: the running control plane's, from the context file).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[command(flatten)]
+    server: crate::client::ServerArgs,
 }
 
 /// `meshward ca init`
@@ -43,6 +56,7 @@ pub(crate) struct InitArgs {
 pub(crate) fn run(command: CaCommand) -> anyhow::Result<ExitCode> {
     match command {
         CaCommand::Init(args) => init(args),
+        CaCommand::Status(args) => status(args),
     }
 }
 
@@ -83,5 +97,36 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
         describe(ca.signing_cert())?.subject
     };
     println!("signs with:         {signer}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let dir = match args.dir {
+        Some(dir) => dir,
+        None => args.server.context()?.data_dir.join("ca"),
+    };
+    let ca = Authority::load(&dir, None)
+        .with_context(|| format!("loading the CA in {}", dir.display()))?;
+    let now = now_unix();
+    let mut table = crate::output::table(["ROLE", "SUBJECT", "NOT AFTER", "TIME LEFT", "SIGNS"]);
+    let mut chain = vec![ca.signing_cert().clone()];
+    for cert in ca.trust_bundle().roots() {
+        if cert != ca.signing_cert() {
+            chain.push(cert.clone());
+        }
+    }
+    for cert in &chain {
+        let info = describe(cert)?;
+        let is_root = ca.trust_bundle().roots().contains(cert);
+        table.add_row([
+            if is_root { "root" } else { "intermediate" }.to_owned(),
+            info.subject,
+            info.not_after,
+            time_left(info.not_after_unix - now),
+            if cert == ca.signing_cert() { "yes" } else { "" }.to_owned(),
+        ]);
+    }
+    println!("trust domain: {}", ca.trust_domain());
+    print!("{}", crate::output::render(&mut table));
     Ok(ExitCode::SUCCESS)
 }

@@ -28,6 +28,19 @@ pub(crate) enum CertCommand {
     Verify(VerifyArgs),
     /// Sign a CSR with a CA directory for the given identity (offline, for VMs and tests).
     Sign(SignArgs),
+    /// Every workload certificate of the running mesh, soonest expiry first; exit 1 if any
+    /// expires within the warning threshold.
+    Monitor(MonitorArgs),
+}
+
+/// `meshward cert monitor`
+#[derive(Debug, Args)]
+pub(crate) struct MonitorArgs {
+    /// Warn about certificates that expire within this long.
+    #[arg(long, default_value = "2h", value_parser = super::duration::parse_duration)]
+    warn: Duration,
+    #[command(flatten)]
+    server: crate::client::ServerArgs,
 }
 
 /// Output format.
@@ -103,6 +116,7 @@ pub(crate) fn run(command: CertCommand) -> anyhow::Result<ExitCode> {
         CertCommand::Inspect(args) => inspect(args),
         CertCommand::Verify(args) => verify(args),
         CertCommand::Sign(args) => sign(args),
+        CertCommand::Monitor(args) => monitor(args),
     }
 }
 
@@ -293,4 +307,50 @@ fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
         None => print!("{}", svid.chain_pem()),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
+    let proxies = super::runtime()?.block_on(async {
+        let mut admin = args.server.admin().await?;
+        let request = meshward_api::v1::ProxyStatusRequest {};
+        anyhow::Ok(admin.proxy_status(request).await?.into_inner().proxies)
+    })?;
+    let mut proxies: Vec<_> = proxies
+        .into_iter()
+        .filter(|p| p.cert_not_after > 0)
+        .collect();
+    proxies.sort_by_key(|p| p.cert_not_after);
+    let now = now_unix();
+    let warn = i64::try_from(args.warn.as_secs()).unwrap_or(i64::MAX);
+    let mut table = crate::output::table(["WORKLOAD", "IDENTITY", "EXPIRES IN", "STATUS"]);
+    let mut warnings = 0;
+    for p in &proxies {
+        let left = p.cert_not_after - now;
+        let status = if left <= 0 {
+            "EXPIRED"
+        } else if left <= warn {
+            "WARN"
+        } else {
+            "OK"
+        };
+        if status != "OK" {
+            warnings += 1;
+        }
+        table.add_row([
+            format!("{}.{}", p.workload, p.namespace),
+            p.identity.clone(),
+            time_left(left),
+            status.to_owned(),
+        ]);
+    }
+    print!("{}", crate::output::render(&mut table));
+    Ok(if warnings == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "{warnings} certificate(s) expire within {}",
+            time_left(warn).trim_end_matches(" left")
+        );
+        ExitCode::FAILURE
+    })
 }
