@@ -231,3 +231,56 @@ async fn changed_certificate_files_are_picked_up_without_a_restart() {
     );
     assert_eq!(app.requests().len(), 1);
 }
+
+/// An app that answers any request with `101 Switching Protocols` and then echoes bytes.
+async fn upgrading_app(addr: &str) {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                tcp.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+                )
+                .await
+                .unwrap();
+                let (mut r, mut w) = tcp.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+}
+
+#[tokio::test]
+async fn upgrades_pass_through_after_101() {
+    let pki = Pki::new();
+    upgrading_app("127.0.74.12:8080").await;
+    let _p = pair("127.0.74", &pki, "server", "strict", SERVER_ID).await;
+    let mut tcp = TcpStream::connect("127.0.74.1:9000").await.unwrap();
+    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tcp.write_all(b"frames").await.unwrap();
+    let mut echoed = [0u8; 6];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"frames");
+}

@@ -1,12 +1,13 @@
 //! Inbound HTTP: requests are forwarded to the app with `X-Forwarded-Client-Cert` set to the
 //! verified caller (Istio's format, `By=<own id>;URI=<peer id>`) on mTLS, and removed on
-//! plaintext, so no client can forge an identity header that reaches the app.
+//! plaintext, so no client can forge an identity header that reaches the app. Upgrades
+//! (WebSocket) are passed through: after `101 Switching Protocols` the bytes are spliced.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1 as client1, http2 as client2};
@@ -18,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use crate::drain::Drain;
+use crate::io::splice;
 use crate::web::{Body, http1_server, reply, serve_until};
 
 /// Istio's header naming the client certificate's identity.
@@ -59,37 +61,75 @@ fn unavailable(reason: String) -> Response<Body> {
     )
 }
 
+/// Opens an HTTP/1 connection to the app (upgrades allowed, so `101 Switching Protocols`
+/// hands the connection over).
+async fn open_app(target: &AppTarget) -> Result<client1::SendRequest<Incoming>, String> {
+    let tcp = connect_app(target).await?;
+    let (sender, conn) = client1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(err) = conn.with_upgrades().await {
+            tracing::debug!(%err, "app connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// An upgrade (WebSocket and the like) on its own app connection: when the app answers
+/// `101 Switching Protocols`, both sides are spliced as bytes from then on.
+async fn upgrade(mut req: Request<Incoming>, target: &AppTarget, drain: &Drain) -> Response<Body> {
+    let mut sender = match open_app(target).await {
+        Ok(sender) => sender,
+        Err(reason) => return unavailable(reason),
+    };
+    let client_side = hyper::upgrade::on(&mut req);
+    let mut resp = match sender.send_request(req).await {
+        Ok(resp) => resp,
+        Err(err) => return reply(StatusCode::BAD_GATEWAY, format!("app error: {err}")),
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let app_side = hyper::upgrade::on(&mut resp);
+        drain.spawn(async move {
+            match tokio::try_join!(client_side, app_side) {
+                Ok((client, app)) => {
+                    let (mut client, mut app) = (TokioIo::new(client), TokioIo::new(app));
+                    if let Err(err) = splice(&mut client, &mut app).await {
+                        tracing::debug!(%err, "upgraded connection ended");
+                    }
+                }
+                Err(err) => tracing::debug!(%err, "upgrade failed"),
+            }
+        });
+    }
+    resp.map(|b| b.boxed())
+}
+
 /// Serves HTTP/1 on `io`, forwarding each request over one HTTP/1 connection to the app
-/// (opened on the first request, reopened if the app closes it).
+/// (opened on the first request, reopened if the app closes it); upgrades get their own.
 pub async fn serve_http1<S>(io: S, target: AppTarget, drain: Drain)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let target = Arc::new(target);
     let app: Arc<Mutex<Option<client1::SendRequest<Incoming>>>> = Arc::default();
+    let upgrades = drain.clone();
     let svc = service_fn(move |mut req: Request<Incoming>| {
         let target = Arc::clone(&target);
         let app = Arc::clone(&app);
+        let drain = upgrades.clone();
         async move {
             sanitize(&mut req, target.xfcc.as_ref());
+            if req.headers().contains_key(header::UPGRADE) {
+                return Ok(upgrade(req, &target, &drain).await);
+            }
             // HTTP/1 serves one request at a time per connection: the lock is never contended.
             let mut slot = app.lock().await;
             let reusable = slot.as_ref().is_some_and(|s| !s.is_closed());
             if !reusable {
-                let tcp = match connect_app(&target).await {
-                    Ok(tcp) => tcp,
+                match open_app(&target).await {
+                    Ok(sender) => *slot = Some(sender),
                     Err(reason) => return Ok(unavailable(reason)),
-                };
-                match client1::handshake(TokioIo::new(tcp)).await {
-                    Ok((sender, conn)) => {
-                        tokio::spawn(async move {
-                            if let Err(err) = conn.await {
-                                tracing::debug!(%err, "app connection ended");
-                            }
-                        });
-                        *slot = Some(sender);
-                    }
-                    Err(err) => return Ok(unavailable(err.to_string())),
                 }
             }
             let Some(sender) = slot.as_mut() else {
@@ -108,7 +148,9 @@ where
             })
         }
     });
-    let conn = http1_server().serve_connection(TokioIo::new(io), svc);
+    let conn = http1_server()
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
     serve_until(
         conn,
         drain.signaled(),
