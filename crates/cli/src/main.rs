@@ -67,6 +67,9 @@ enum Command {
 fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
+    if !cli.command.is_long_running() {
+        restore_sigpipe();
+    }
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::ControlPlane(args) => cmd::control_plane::run(args),
         Command::Apply(args) => cmd::apply::run(args),
@@ -97,6 +100,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+impl Command {
+    /// Servers keep Rust's ignored SIGPIPE (a closed socket is an error to handle, not a
+    /// reason to die); one-shot verbs get the Unix default.
+    fn is_long_running(&self) -> bool {
+        matches!(
+            self,
+            Self::ControlPlane(_) | Self::Proxy(_) | Self::Up(_) | Self::Demo(_)
+        )
+    }
+}
+
+/// Restores the default SIGPIPE action, so that `meshward get pa -A | head -1` ends quietly as
+/// Unix tools do instead of panicking on the closed pipe (Rust ignores SIGPIPE by default).
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: runs in main before any other thread exists, and installs the default action,
+    // not a handler, so no code of ours ever runs in signal context.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 /// Logs go to standard error, filtered by `RUST_LOG` (default `info` for long-running verbs'
