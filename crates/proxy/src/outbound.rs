@@ -50,12 +50,12 @@ pub enum ConnectError {
     #[error("timed out connecting to {0}")]
     Timeout(SocketAddr),
     /// The TLS handshake failed, e.g. the server is not the expected identity.
-    #[error("mTLS handshake with {addr} failed: {source}")]
+    #[error("mTLS handshake with {addr} failed: {reason}")]
     Handshake {
         /// Upstream address.
         addr: SocketAddr,
-        /// The TLS error, naming the rejected identity when that is the reason.
-        source: io::Error,
+        /// Why, naming the rejected identity when that is the reason.
+        reason: String,
     },
 }
 
@@ -127,7 +127,25 @@ impl Outbound {
         let tls = tokio::time::timeout(self.timeouts.handshake, handshake)
             .await
             .map_err(|_| ConnectError::Timeout(addr))?
-            .map_err(|source| ConnectError::Handshake { addr, source })?;
+            .map_err(|err| ConnectError::Handshake {
+                addr,
+                reason: handshake_reason(&err),
+            })?;
         Ok(Either::Right(tls))
+    }
+}
+
+/// The most precise reason of a failed handshake: the SPIFFE verifier's own message (e.g.
+/// "`spiffe://…/sa/x` is not among the allowed identities") when it refused the server.
+fn handshake_reason(err: &io::Error) -> String {
+    let tls = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match tls {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) => {
+            format!("server certificate refused: {}", other.0)
+        }
+        Some(tls) => tls.to_string(),
+        None => err.to_string(),
     }
 }
