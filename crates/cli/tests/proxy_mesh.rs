@@ -256,7 +256,31 @@ fn sidecars_carry_requests_over_mtls_with_the_callers_identity() {
     assert_eq!(code, "000");
     assert_eq!(seen.lock().unwrap().requests.len(), before);
 
-    // SIGTERM: the proxy drains and exits 0 within the drain timeout.
+    // A tunnel open across SIGTERM: the proxy turns not-ready and stops accepting, the tunnel
+    // keeps working, and the proxy exits 0 as soon as it closes (before the 3 s drain timeout).
+    let mut tunnel = TcpStream::connect("127.0.70.2:15001").unwrap();
+    tunnel
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        tunnel,
+        "CONNECT httpbin-svc:8000 HTTP/1.1\r\nHost: httpbin-svc:8000\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 19];
+    tunnel.read_exact(&mut head).unwrap();
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let mut rest = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tunnel.read_exact(&mut rest).unwrap();
+        head.rotate_left(1);
+        head[18] = rest[0];
+    }
+
     let pid = client.0.id().to_string();
     assert!(
         Command::new("kill")
@@ -265,18 +289,41 @@ fn sidecars_carry_requests_over_mtls_with_the_callers_identity() {
             .unwrap()
             .success()
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
+    std::thread::sleep(Duration::from_millis(300));
+    let ready = http_get("127.0.70.2:15021", "/healthz/ready").unwrap_or_default();
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(
+        TcpStream::connect("127.0.70.2:15001").is_err(),
+        "still accepting while draining"
+    );
+    write!(
+        tunnel,
+        "GET /get HTTP/1.1\r\nHost: httpbin-svc\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    tunnel.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 200") && response.ends_with(expected),
+        "{response}"
+    );
+    drop(tunnel);
+    let closed = Instant::now();
     let status = loop {
         if let Some(status) = client.0.try_wait().unwrap() {
             break status;
         }
         assert!(
-            Instant::now() < deadline,
+            closed.elapsed() < Duration::from_secs(10),
             "proxy did not exit after SIGTERM"
         );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+    assert!(
+        closed.elapsed() < Duration::from_secs(2),
+        "the drain waited for its timeout"
+    );
 }
 
 #[test]

@@ -220,3 +220,55 @@ spec:
     // Nothing is left running: a new up is possible at once.
     assert!(!home.path().join("up/mesh.json").exists());
 }
+
+fn pid_of(home: &Path, file: &str) -> i32 {
+    let text = std::fs::read_to_string(home.join("up").join(file)).unwrap();
+    text.lines().next().unwrap().trim().parse().unwrap()
+}
+
+fn kill(pid: i32) {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn crashed_apps_restart_and_a_killed_up_leaves_nothing_in_the_way() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let out = run(home, &["up", &example(), "--detach", "--subnet", "127.35"]);
+    let _down = Down(home);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let get = |home: &Path| {
+        run(
+            home,
+            &[
+                "exec",
+                "client.team-app",
+                "--",
+                "curl",
+                "-sf",
+                "--max-time",
+                "3",
+                "http://httpbin-svc:8080/status/200",
+            ],
+        )
+        .status
+        .success()
+    };
+    assert!(get(home));
+
+    // The app dies: the supervisor brings it back.
+    kill(pid_of(home, "pids/httpbin.team-app.app"));
+    support::wait_for(|| get(home), "httpbin to be restarted");
+
+    // `meshward up` itself dies without stopping its children: the next one cleans up.
+    let mesh: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("up/mesh.json")).unwrap()).unwrap();
+    kill(i32::try_from(mesh["pid"].as_i64().unwrap()).unwrap());
+    let out = run(home, &["up", &example(), "--detach", "--subnet", "127.35"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(get(home));
+}

@@ -3,7 +3,7 @@
 
 use std::{
     fs::OpenOptions,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{ExitStatus, Stdio},
     time::Duration,
 };
@@ -80,13 +80,47 @@ impl Supervisor {
 
     /// Starts `label` now and keeps it running.
     pub fn run(&mut self, label: String, make: MakeCommand) {
-        let log = self
-            .log_dir
-            .join(format!("{}.log", label.replace(' ', ".")));
+        let file = label.replace(' ', ".");
+        let paths = Paths {
+            log: self.log_dir.join(format!("{file}.log")),
+            pid: pid_dir(&self.log_dir).join(file),
+        };
         let stop = self.stop.subscribe();
         let events = self.events.clone();
         self.tasks
-            .spawn(keep_running(label, make, log, stop, events));
+            .spawn(keep_running(label, make, paths, stop, events));
+    }
+
+    /// Kills what a previous supervisor left running (when it was killed before it could stop
+    /// its children): every recorded process whose start time is still the one recorded, so a
+    /// recycled PID is never hit.
+    /// Returns how many it stopped.
+    pub fn reap_leftovers(log_dir: &Path) -> usize {
+        let mut stopped = 0;
+        let Ok(entries) = std::fs::read_dir(pid_dir(log_dir)) else {
+            return stopped;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if let Ok(text) = std::fs::read_to_string(&path)
+                && let Some((pid, started)) = text.split_once('\n')
+                && let Ok(pid) = pid.parse::<i32>()
+                && start_time_of(pid).as_deref() == Some(started)
+            {
+                warn!(pid, "stopping a process left over from an earlier run");
+                let _ = signal::kill(Pid::from_raw(pid), signal::Signal::SIGKILL);
+                stopped += 1;
+                // Its sockets are only released once it is gone; an orphan is reaped by init.
+                let deadline = std::time::Instant::now() + STOP_GRACE;
+                while start_time_of(pid).as_deref() == Some(started)
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            let _ = std::fs::remove_file(path);
+        }
+        stopped
     }
 
     /// Stops every process: SIGTERM, then SIGKILL after [`STOP_GRACE`].
@@ -96,13 +130,37 @@ impl Supervisor {
     }
 }
 
+/// The PID records live beside the logs.
+fn pid_dir(log_dir: &Path) -> PathBuf {
+    log_dir.with_file_name("pids")
+}
+
+/// Where one process's log and PID record live.
+struct Paths {
+    log: PathBuf,
+    pid: PathBuf,
+}
+
+/// The start time of a live (not zombie) process, in clock ticks since boot: field 22 of
+/// `/proc/PID/stat`. With the PID it names one process for good, unlike the command line,
+/// which is not yet the new one right after a spawn.
+fn start_time_of(pid: i32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count fields after its end.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let state = fields.next()?;
+    (state != "Z").then_some(())?;
+    fields.nth(18).map(str::to_owned)
+}
+
 async fn keep_running(
     label: String,
     mut make: MakeCommand,
-    log: PathBuf,
+    paths: Paths,
     mut stop: watch::Receiver<bool>,
     events: mpsc::UnboundedSender<Event>,
 ) {
+    let Paths { log, pid: pid_file } = paths;
     let mut backoff = FIRST_BACKOFF;
     loop {
         let child = make().and_then(|mut command| {
@@ -130,6 +188,15 @@ async fn keep_running(
                 return;
             }
         };
+        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+            // Best effort: the record only helps a later run clean up after a crash of ours.
+            if let Some(dir) = pid_file.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            if let Some(started) = start_time_of(pid) {
+                let _ = std::fs::write(&pid_file, format!("{pid}\n{started}"));
+            }
+        }
         let started = tokio::time::Instant::now();
         tokio::select! {
             status = child.wait() => {
@@ -139,6 +206,7 @@ async fn keep_running(
             }
             () = stopped(&mut stop) => {
                 terminate(&label, &mut child).await;
+                let _ = std::fs::remove_file(&pid_file);
                 return;
             }
         }

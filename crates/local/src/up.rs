@@ -70,6 +70,8 @@ pub async fn run(
     if let Some(running) = state.running() {
         return Err(UpError::AlreadyRunning(running.pid));
     }
+    // A previous run killed before it could stop its children must not hold our addresses.
+    let _ = Supervisor::reap_leftovers(&state.log_dir());
     // A fresh data directory: the store holds exactly this directory's manifests.
     let _ = std::fs::remove_dir_all(state.data_dir());
     std::fs::create_dir_all(state.log_dir()).map_err(|e| UpError::Io(e.to_string()))?;

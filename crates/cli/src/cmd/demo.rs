@@ -12,9 +12,9 @@ use crate::cmd::runtime;
 pub(crate) enum DemoCommand {
     /// An httpbin-like HTTP server: /get, /headers, /ip, /env, /status/{code}.
     Httpbin {
-        /// Address to listen on.
-        #[arg(long)]
-        listen: SocketAddr,
+        /// Address to listen on (repeat for several ports).
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
     },
     /// A TCP echo server.
     Echo {
@@ -30,7 +30,16 @@ pub(crate) fn run(command: DemoCommand) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let serve = async {
             match command {
-                DemoCommand::Httpbin { listen } => meshward_local::apps::httpbin::run(listen).await,
+                DemoCommand::Httpbin { listen } => {
+                    let mut servers = tokio::task::JoinSet::new();
+                    for addr in listen {
+                        servers.spawn(meshward_local::apps::httpbin::run(addr));
+                    }
+                    match servers.join_next().await {
+                        Some(Ok(result)) => result,
+                        _ => Ok(()),
+                    }
+                }
                 DemoCommand::Echo { listen } => meshward_local::apps::echo::run(listen).await,
                 DemoCommand::Sleep => std::future::pending().await,
             }

@@ -156,7 +156,11 @@ fn detach(args: &UpArgs, state: &StateDir) -> anyhow::Result<ExitCode> {
 pub(crate) fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
     let state = state_dir(args.state_dir);
     let Some(running) = state.running() else {
-        println!("no mesh is running");
+        // A `meshward up` that was killed may have left its children behind.
+        match meshward_local::supervisor::Supervisor::reap_leftovers(&state.log_dir()) {
+            0 => println!("no mesh is running"),
+            n => println!("no mesh is running; stopped {n} process(es) left over from one"),
+        }
         return Ok(ExitCode::SUCCESS);
     };
     let pid = Pid::from_raw(i32::try_from(running.pid)?);
