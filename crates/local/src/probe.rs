@@ -7,6 +7,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use rustls_pki_types::CertificateDer;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -39,7 +40,17 @@ pub async fn via_sidecar(proxy: SocketAddr, host: &str, port: u16) -> Outcome {
         stream.write_all(connect.as_bytes()).await?;
         let head = read_head(&mut stream).await?;
         if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-            return Ok(Outcome::Refused(format!("sidecar: {}", first_line(&head))));
+            // The sidecar says why in the body of its refusal, when it arrived with the head.
+            let why = body_of(&head).lines().next().unwrap_or_default().trim();
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {why}")
+            };
+            return Ok(Outcome::Refused(format!(
+                "sidecar: {}{why}",
+                first_line(&head)
+            )));
         }
         request(stream, host).await
     };
@@ -48,17 +59,10 @@ pub async fn via_sidecar(proxy: SocketAddr, host: &str, port: u16) -> Outcome {
 
 /// Probes `addr` with mesh mTLS (ALPN `istio`), presenting the certificate in `config` and
 /// requiring the server identity its verifier allows — as a peer sidecar would.
-pub async fn mtls(addr: SocketAddr, host: &str, mut config: rustls::ClientConfig) -> Outcome {
-    config.alpn_protocols = vec![b"istio".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+pub async fn mtls(addr: SocketAddr, host: &str, config: rustls::ClientConfig) -> Outcome {
     let attempt = async {
-        let tcp = connect(addr).await?;
-        let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-        let mut tls = tokio::time::timeout(STEP_TIMEOUT, connector.connect(name, tcp))
-            .await
-            .map_err(|_| timed_out("TLS handshake"))??;
-        let get = format!("GET /get HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        tls.write_all(get.as_bytes()).await?;
+        let mut tls = handshake(addr, config).await?;
+        tls.write_all(get_request("/get", host).as_bytes()).await?;
         let mut buf = vec![0u8; 1024];
         let n = tokio::time::timeout(STEP_TIMEOUT, tls.read(&mut buf))
             .await
@@ -73,10 +77,50 @@ pub async fn mtls(addr: SocketAddr, host: &str, mut config: rustls::ClientConfig
     finish(attempt.await)
 }
 
+/// The certificate chain the server at `addr` presents in a mesh mTLS handshake (ALPN
+/// `istio`), once the verifier of `config` has accepted it; the error says why the handshake
+/// failed. Nothing is sent after the handshake.
+pub async fn peer_chain(
+    addr: SocketAddr,
+    config: rustls::ClientConfig,
+) -> std::io::Result<Vec<CertificateDer<'static>>> {
+    let tls = handshake(addr, config).await?;
+    let (_, session) = tls.get_ref();
+    Ok(session
+        .peer_certificates()
+        .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default())
+}
+
+/// `GET path` on `addr` in plaintext (an admin endpoint): the status line and the body, read to
+/// the end of the connection (64 KiB at most, every read bounded in time).
+pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
+    let mut stream = connect(addr).await?;
+    stream
+        .write_all(get_request(path, &addr.to_string()).as_bytes())
+        .await?;
+    let text = read_bounded(&mut stream, 64 * 1024, false).await?;
+    Ok((first_line(&text).to_owned(), body_of(&text).to_owned()))
+}
+
 /// Probes `addr` directly, in plaintext, as a client without a sidecar would.
 pub async fn direct(addr: SocketAddr, host: &str) -> Outcome {
     let attempt = async { request(connect(addr).await?, host).await };
     finish(attempt.await)
+}
+
+/// A mesh mTLS handshake (ALPN `istio`) with `addr`, bounded in time.
+async fn handshake(
+    addr: SocketAddr,
+    mut config: rustls::ClientConfig,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    config.alpn_protocols = vec![b"istio".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = connect(addr).await?;
+    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    tokio::time::timeout(STEP_TIMEOUT, connector.connect(name, tcp))
+        .await
+        .map_err(|_| timed_out("TLS handshake"))?
 }
 
 async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
@@ -86,8 +130,9 @@ async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
 }
 
 async fn request(mut stream: TcpStream, host: &str) -> std::io::Result<Outcome> {
-    let get = format!("GET /get HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(get.as_bytes()).await?;
+    stream
+        .write_all(get_request("/get", host).as_bytes())
+        .await?;
     let head = read_head(&mut stream).await?;
     Ok(if head.is_empty() {
         Outcome::Refused("connection closed without an answer".into())
@@ -98,7 +143,17 @@ async fn request(mut stream: TcpStream, host: &str) -> std::io::Result<Outcome> 
 
 /// Reads until the end of an HTTP head, 4 KiB, EOF or the timeout.
 async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
-    let mut buf = vec![0u8; 4096];
+    read_bounded(stream, 4096, true).await
+}
+
+/// Reads `limit` bytes at most — only up to the end of an HTTP head when `head_only` — until
+/// EOF; every read is bounded in time.
+async fn read_bounded(
+    stream: &mut TcpStream,
+    limit: usize,
+    head_only: bool,
+) -> std::io::Result<String> {
+    let mut buf = vec![0u8; limit];
     let mut len = 0;
     while len < buf.len() {
         let n = tokio::time::timeout(STEP_TIMEOUT, stream.read(&mut buf[len..]))
@@ -108,15 +163,25 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
             break;
         }
         len += n;
-        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+        if head_only && buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
             break;
         }
     }
     Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
 }
 
+/// `GET path` for `host`, asking the server to close after its answer.
+fn get_request(path: &str, host: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+}
+
 fn finish(result: std::io::Result<Outcome>) -> Outcome {
     result.unwrap_or_else(|e| Outcome::Refused(e.to_string()))
+}
+
+/// What follows the head of an HTTP message (empty when nothing does).
+fn body_of(text: &str) -> &str {
+    text.split_once("\r\n\r\n").map_or("", |(_, body)| body)
 }
 
 fn first_line(text: &str) -> &str {

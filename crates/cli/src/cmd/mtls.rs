@@ -1,24 +1,21 @@
-//! `meshward mtls enable|verify`: the operational scripts operators wrote around Istio, as
-//! commands. `verify` does not trust configuration: it probes every port of every workload in
-//! plaintext and with mesh mTLS and compares what happened with what the policy says.
+//! `meshward mtls enable|verify|debug`: the operational scripts operators wrote around Istio,
+//! as commands. `verify` does not trust configuration: it probes every port of every workload
+//! in plaintext and with mesh mTLS and compares what happened with what the policy says.
+//! `debug` walks one client → service path and says where it breaks (`mtls/debug.rs`).
 
-use std::{
-    net::SocketAddr,
-    process::ExitCode,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{net::SocketAddr, process::ExitCode};
 
-use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
-use meshward_api::v1::{
-    ApplyRequest, ListRequest, ProxyStatusRequest, SourceFile, admin_client::AdminClient,
-};
+use meshward_api::v1::{ApplyRequest, ListRequest, SourceFile, admin_client::AdminClient};
 use meshward_config::resources::peer_authentication::MtlsMode;
-use meshward_identity::{AllowedPeers, SpiffeId, TrustDomain};
-use meshward_local::{StateDir, probe};
+use meshward_local::probe;
 use tonic::transport::Channel;
 
+use self::live::Live;
 use crate::{client::ServerArgs, cmd::runtime, output};
+
+mod debug;
+mod live;
 
 /// `meshward mtls …`
 #[derive(Debug, Subcommand)]
@@ -28,6 +25,9 @@ pub(crate) enum MtlsCommand {
     /// Probe every port of every workload of a namespace in plaintext and with mTLS, and
     /// compare with the policy; exit 1 on any surprise.
     Verify(VerifyArgs),
+    /// Walk one client → service path step by step (client, name, endpoints, policy on both
+    /// sides, certificates, a live request) and say where it breaks; exit 1 if it does.
+    Debug(debug::DebugArgs),
 }
 
 /// The modes `mtls enable` sets.
@@ -64,6 +64,7 @@ pub(crate) fn run(command: MtlsCommand) -> anyhow::Result<ExitCode> {
     match command {
         MtlsCommand::Enable(args) => enable(args),
         MtlsCommand::Verify(args) => verify(args),
+        MtlsCommand::Debug(args) => debug::run(args),
     }
 }
 
@@ -127,22 +128,9 @@ async fn namespace_policy(
 }
 
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let running = StateDir::default_location().running().context(
-        "no mesh is running here: `mtls verify` probes a mesh started with `meshward up`",
-    )?;
-    let context = args.server.context()?;
-    let td = TrustDomain::new(&context.trust_domain)?;
     runtime()?.block_on(async {
-        let mut admin = args.server.admin().await?;
-        let mesh = crate::client::fetch_mesh(&mut admin).await?;
-        let proxies = admin
-            .proxy_status(ProxyStatusRequest {})
-            .await?
-            .into_inner()
-            .proxies;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let live = Live::gather(&args.server, "mtls verify").await?;
+        let (mesh, now) = (&live.mesh, live.now);
         let mut table = output::table([
             "WORKLOAD",
             "PORT",
@@ -154,14 +142,13 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             "RESULT",
         ]);
         let mut surprises = 0;
-        for w in running
+        for w in live
+            .running
             .workloads
             .iter()
             .filter(|w| w.namespace == args.namespace)
         {
-            let proxy = proxies
-                .iter()
-                .find(|p| p.workload == w.name && p.namespace == w.namespace);
+            let proxy = live.proxy(w);
             let cert = match proxy {
                 None => "none".to_owned(),
                 Some(p) if p.cert_not_after > now => {
@@ -169,19 +156,12 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 }
                 Some(_) => "EXPIRED".to_owned(),
             };
-            let instance = mesh.workload(&w.namespace, &w.name);
-            let server_id = SpiffeId::istio(&td, &w.namespace, &w.service_account)?;
+            let server_id = live.identity(w)?;
             for port in &w.ports {
-                let policy = match (w.sidecar, instance) {
-                    (true, Some(i)) => Some(mesh.peer_authentication(i, *port).mode),
-                    _ => None,
-                };
+                let policy = live.policy(w, *port);
                 let addr = SocketAddr::from((w.address, *port));
                 let plaintext = probe::direct(addr, &w.name).await;
-                let config = crate::client::mtls_client_config(
-                    &context,
-                    AllowedPeers::default().with_id(server_id.clone()),
-                )?;
+                let config = live.mtls_config(server_id.clone())?;
                 let mtls = probe::mtls(addr, &w.name, config).await;
                 let (expect_plain, expect_mtls) = match policy {
                     Some(MtlsMode::Strict) => (false, true),
