@@ -6,9 +6,12 @@
 //! nothing) → [`Mesh::new`] → [`Mesh::peer_authentication`], [`Mesh::client_tls`],
 //! [`Mesh::resolve_host`], [`Mesh::endpoints`]. Over them: [`analyze::analyze`] (cross-resource
 //! findings with Istio's codes) and [`tls_check::tls_check`] (the client × server mTLS matrix).
+//! Authorization: [`Mesh::compiled_authz`] → [`authz::evaluate`], a pure decision that names
+//! the policy and rule that decided.
 //! This crate does no I/O.
 
 pub mod analyze;
+pub mod authz;
 pub mod diagnostic;
 pub mod mesh;
 pub mod meta;

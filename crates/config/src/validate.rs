@@ -74,14 +74,7 @@ pub fn validate(resource: &Resource) -> Vec<Issue> {
 
 /// Whether `text` is an IP address or a CIDR block.
 pub(crate) fn is_ip_or_cidr(text: &str) -> bool {
-    match text.split_once('/') {
-        None => text.parse::<std::net::IpAddr>().is_ok(),
-        Some((ip, bits)) => match (ip.parse::<std::net::IpAddr>(), bits.parse::<u8>()) {
-            (Ok(std::net::IpAddr::V4(_)), Ok(bits)) => bits <= 32,
-            (Ok(std::net::IpAddr::V6(_)), Ok(bits)) => bits <= 128,
-            _ => false,
-        },
-    }
+    crate::authz::matcher::IpBlock::parse(text).is_some()
 }
 
 #[cfg(test)]

@@ -82,7 +82,9 @@ pub(super) fn policy_namespaces(cx: &mut Context<'_>) {
     let mut missing: Vec<(ResourceKey, String)> = Vec::new();
     for entry in &cx.mesh.authorization_policies {
         let rules = entry.object.spec.rules.iter().flatten();
-        let sources = rules.flat_map(|rule| &rule.from).map(|from| &from.source);
+        let sources = rules
+            .flat_map(|rule| rule.from.iter().flatten())
+            .map(|from| &from.source);
         for namespace in sources.flat_map(|s| s.namespaces.iter().chain(&s.not_namespaces)) {
             let found = known.iter().any(|ns| matches_pattern(namespace, ns));
             let key = entry.key(Kind::AuthorizationPolicy);

@@ -1,5 +1,5 @@
 //! `security.istio.io` AuthorizationPolicy: who may call a workload. Parsed and validated in full;
-//! the engine that evaluates it lives with the proxy.
+//! compiled and evaluated by [`crate::authz`].
 
 use serde::{Deserialize, Serialize};
 
@@ -61,12 +61,13 @@ impl Action {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rule {
-    /// OR-ed sources.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub from: Vec<From>,
-    /// OR-ed operations.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub to: Vec<To>,
+    /// OR-ed sources; unset matches any source. `from: []` is an error (Istio: "`from` must
+    /// not be empty"), so the list is kept apart from an absent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Vec<From>>,
+    /// OR-ed operations; unset matches any operation. `to: []` is an error, as for `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Vec<To>>,
     /// AND-ed conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub when: Vec<Condition>,
