@@ -5,6 +5,7 @@
 pub mod endpoints;
 pub mod names;
 pub mod peer_authn;
+pub mod protocol;
 pub mod tls;
 
 #[cfg(test)]

@@ -11,7 +11,13 @@ use meshward_api::v1::{
 };
 use meshward_config::{
     Mesh, WorkloadInstance,
-    resolve::{endpoints::Destination, names::service_fqdn, tls::Client},
+    authz::{AuthzAction, CompiledAuthz, CompiledPolicy},
+    resolve::{
+        endpoints::Destination,
+        names::service_fqdn,
+        protocol::{PortProtocol, port_protocol},
+        tls::Client,
+    },
     resources::{destination_rule::ClientTlsMode, peer_authentication::MtlsMode},
 };
 use meshward_store::Store;
@@ -92,6 +98,12 @@ pub(crate) fn views(
 
 fn workload_view(mesh: &Mesh, w: &WorkloadInstance) -> WorkloadView {
     WorkloadView {
+        authorization_json: authorization_json(mesh, w),
+        path_normalization_json: mesh
+            .config()
+            .path_normalization
+            .and_then(|p| serde_json::to_string(&p.normalization).ok())
+            .unwrap_or_default(),
         name: w.name.clone(),
         namespace: w.namespace.clone(),
         service_account: w.service_account.clone(),
@@ -102,16 +114,47 @@ fn workload_view(mesh: &Mesh, w: &WorkloadInstance) -> WorkloadView {
             .filter_map(|p| {
                 let port = p.port.valid()?;
                 let effective = mesh.peer_authentication(w, port);
+                let protocol = port_protocol(p.protocol.as_deref(), p.name.as_deref());
                 Some(InboundPort {
                     port: u32::from(port),
                     mode: wire_mtls(effective.mode) as i32,
                     mode_source: effective.source.to_string(),
                     name: p.name.clone().unwrap_or_default(),
+                    opaque: protocol == PortProtocol::Tcp,
                 })
             })
             .collect(),
     }
 }
+
+/// The workload's compiled AuthorizationPolicies as JSON; empty when none applies.
+///
+/// Validation refuses what cannot be compiled, so a failure here is a bug or a cross-resource
+/// surprise: the workload then gets an ALLOW policy without rules, named after the policy that
+/// failed — it denies everything (fail closed) and says why.
+fn authorization_json(mesh: &Mesh, w: &WorkloadInstance) -> String {
+    let compiled = mesh.compiled_authz(w).unwrap_or_else(|e| {
+        warn!(workload = %w.name, namespace = %w.namespace, error = %e, "authorization denies everything");
+        CompiledAuthz {
+            policies: vec![CompiledPolicy {
+                namespace: e.namespace,
+                name: e.name,
+                action: AuthzAction::Allow,
+                dry_run: false,
+                rules: Vec::new(),
+            }],
+        }
+    });
+    if compiled.policies.is_empty() {
+        return String::new();
+    }
+    // Plain data (strings, numbers, addresses): serializing it cannot fail; were it to, the
+    // workload would deny everything rather than allow it.
+    serde_json::to_string(&compiled).unwrap_or_else(|_| DENY_ALL.to_owned())
+}
+
+/// An ALLOW policy without rules: nothing matches it, so everything is denied.
+const DENY_ALL: &str = r#"{"policies":[{"namespace":"","name":"unserializable","action":"ALLOW","dryRun":false,"rules":[]}]}"#;
 
 /// Every Service the workload may call, with endpoints and the TLS to use for each.
 fn services_for(mesh: &Mesh, client: &WorkloadInstance) -> Vec<ServiceView> {

@@ -21,14 +21,23 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(3);
 pub enum Outcome {
     /// Bytes came back: the first line of the answer.
     Allowed(String),
+    /// The server's sidecar let the connection in but an AuthorizationPolicy denied the
+    /// request (`403 RBAC: access denied`): the first line of the answer.
+    Denied(String),
     /// The connection was closed or reset before any answer.
     Refused(String),
 }
 
 impl Outcome {
-    /// Whether the request got through.
+    /// Whether the request got through to the app.
     pub fn allowed(&self) -> bool {
         matches!(self, Self::Allowed(_))
+    }
+
+    /// Whether the connection got through the server's mTLS mode (the app answered, or an
+    /// authorization policy did).
+    pub fn admitted(&self) -> bool {
+        matches!(self, Self::Allowed(_) | Self::Denied(_))
     }
 }
 
@@ -71,7 +80,7 @@ pub async fn mtls(addr: SocketAddr, host: &str, config: rustls::ClientConfig) ->
         Ok(if n == 0 {
             Outcome::Refused("closed after the handshake".into())
         } else {
-            Outcome::Allowed(first_line(&text).to_owned())
+            answered(&text)
         })
     };
     finish(attempt.await)
@@ -137,8 +146,19 @@ async fn request(mut stream: TcpStream, host: &str) -> std::io::Result<Outcome> 
     Ok(if head.is_empty() {
         Outcome::Refused("connection closed without an answer".into())
     } else {
-        Outcome::Allowed(first_line(&head).to_owned())
+        answered(&head)
     })
+}
+
+/// An answer: denied when it is the sidecar's authorization refusal, allowed otherwise.
+fn answered(text: &str) -> Outcome {
+    let line = first_line(text).to_owned();
+    let status_403 = line.starts_with("HTTP/1.1 403") || line.starts_with("HTTP/1.0 403");
+    if status_403 && body_of(text).starts_with("RBAC: access denied") {
+        Outcome::Denied(line)
+    } else {
+        Outcome::Allowed(line)
+    }
 }
 
 /// Reads until the end of an HTTP head, 4 KiB, EOF or the timeout.

@@ -71,6 +71,9 @@ pub async fn render(plan: &Plan, running: &RunningMesh) -> String {
                 let outcome = probe_pair(client, service, *port).await;
                 let result = match outcome {
                     probe::Outcome::Allowed(line) => format!("allowed ({line})"),
+                    probe::Outcome::Denied(line) => {
+                        format!("denied by AuthorizationPolicy ({line})")
+                    }
                     probe::Outcome::Refused(why) => format!("refused ({why})"),
                 };
                 rows.push(vec![

@@ -1,5 +1,6 @@
 //! Health and admin HTTP: `/healthz/ready` on the readiness port, and on the admin port (to
-//! loopback clients only) `/config_dump`, `/certs`, `/logging?level=` and `/quitquitquit`.
+//! loopback clients only) `/config_dump`, `/certs`, `/stats/prometheus`, `/logging?level=` and
+//! `/quitquitquit`.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::creds::CredsReceiver;
 use crate::drain::Drain;
 use crate::io::accept_until;
+use crate::metrics::Metrics;
 use crate::view::View;
 use crate::web::{Body, full, http1_server, reply, serve_until};
 
@@ -126,6 +128,8 @@ pub struct Admin {
     pub log: Option<LogControl>,
     /// Cancelled by `/quitquitquit`.
     pub quit: CancellationToken,
+    /// Served at `/stats/prometheus`.
+    pub metrics: Arc<Metrics>,
 }
 
 fn json_reply(value: &serde_json::Value) -> Response<Body> {
@@ -152,6 +156,14 @@ impl Admin {
                 }))
             }
             (&Method::GET, "/certs") => json_reply(&json!({ "certificate": certs() })),
+            (&Method::GET, "/stats/prometheus") => {
+                let mut resp = Response::new(full(self.metrics.render()));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                resp
+            }
             (&Method::POST | &Method::GET, "/logging") => self.logging(req),
             (&Method::POST, "/quitquitquit") => {
                 self.quit.cancel();

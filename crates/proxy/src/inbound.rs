@@ -4,12 +4,14 @@
 //! STRICT or PERMISSIVE port is terminated as mTLS with a required client SVID; on a DISABLE
 //! port it is forwarded as bytes. Anything else is closed on STRICT and forwarded on
 //! PERMISSIVE and DISABLE. HTTP is forwarded through [`http`] (XFCC set or stripped), other
-//! bytes are spliced raw, both to `app_address:port`.
+//! bytes are spliced raw, both to `app_address:port`. AuthorizationPolicies decide each
+//! connection or request before anything is forwarded ([`authorize`]).
 //!
 //! The mode is read from the current view for every new connection, and open connections are
 //! closed when a new view stops admitting them; no credentials means no mTLS (fail closed). Listeners follow the view: ports are bound when they appear and closed
 //! when they go.
 
+pub mod authorize;
 pub mod detect;
 pub mod http;
 
@@ -25,12 +27,16 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use meshward_config::authz::RequestAttrs;
+
+use self::authorize::Authorizer;
 use self::detect::{Protocol, Transport};
 use self::http::AppTarget;
 use crate::config::{MtlsMode, Timeouts};
 use crate::creds::{CredsReceiver, peer_id};
 use crate::drain::Drain;
 use crate::io::{Prefixed, accept_until, splice};
+use crate::metrics::Metrics;
 use crate::view::View;
 
 /// Whether a port in `mode` admits a terminated mesh mTLS connection.
@@ -53,10 +59,12 @@ pub struct Inbound {
     timeouts: Timeouts,
     drain: Drain,
     listening: watch::Sender<BTreeSet<u16>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Inbound {
-    /// Inbound for the workload at `address` whose app listens on `app_address`.
+    /// Inbound for the workload at `address` whose app listens on `app_address`; decisions
+    /// are counted in `metrics`.
     pub fn new(
         address: IpAddr,
         app_address: IpAddr,
@@ -64,6 +72,7 @@ impl Inbound {
         view: watch::Receiver<Arc<View>>,
         timeouts: Timeouts,
         drain: Drain,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             address,
@@ -73,6 +82,7 @@ impl Inbound {
             timeouts,
             drain,
             listening: watch::Sender::new(BTreeSet::new()),
+            metrics,
         })
     }
 
@@ -176,9 +186,10 @@ impl Inbound {
             return;
         };
         let io = Prefixed::new(prefix, tcp);
+        let conn = RequestAttrs::new(peer.ip(), self.address, port);
         match (mode, transport) {
             (MtlsMode::Strict | MtlsMode::Permissive, Transport::MeshTls) => {
-                self.while_admitted(port, admits_mtls, self.terminate(port, io, peer))
+                self.while_admitted(port, admits_mtls, self.terminate(port, io, conn))
                     .await;
             }
             (MtlsMode::Strict, other) => {
@@ -187,11 +198,13 @@ impl Inbound {
                 tracing::info!(%peer, port, transport = ?other, "refused: STRICT port requires mesh mTLS");
             }
             (MtlsMode::Permissive | MtlsMode::Disable, Transport::Silent) => {
-                self.while_admitted(port, admits_plain, self.forward_raw(port, io))
+                let authorizer =
+                    Authorizer::new(self.view.clone(), conn, Arc::clone(&self.metrics));
+                self.while_admitted(port, admits_plain, self.forward_tcp(port, io, authorizer))
                     .await;
             }
             (MtlsMode::Permissive | MtlsMode::Disable, _) => {
-                self.while_admitted(port, admits_plain, self.forward(port, io, None))
+                self.while_admitted(port, admits_plain, self.forward(port, io, None, conn))
                     .await;
             }
         }
@@ -228,7 +241,8 @@ impl Inbound {
         }
     }
 
-    async fn terminate(&self, port: u16, io: Prefixed<TcpStream>, peer: SocketAddr) {
+    async fn terminate(&self, port: u16, io: Prefixed<TcpStream>, conn: RequestAttrs) {
+        let peer = conn.source_ip;
         let Some(creds) = self.creds.borrow().clone() else {
             tracing::warn!(%peer, port, "refused mTLS: no certificate yet");
             return;
@@ -251,20 +265,30 @@ impl Inbound {
             return;
         };
         tracing::debug!(%peer, port, peer_id = %peer_id, "inbound mTLS");
+        let mut conn = conn.with_peer(&peer_id.to_string());
+        conn.sni = tls.get_ref().1.server_name().map(str::to_owned);
         let xfcc = HeaderValue::try_from(format!("By={};URI={peer_id}", creds.id())).ok();
         if xfcc.is_none() {
             // Only possible for IDs with bytes a header cannot carry; never forward unlabelled.
             tracing::warn!(%peer, port, "identity cannot be put in a header");
             return;
         }
-        self.forward(port, tls, xfcc).await;
+        self.forward(port, tls, xfcc, conn).await;
     }
 
-    /// Forwards a stream whose peer is `xfcc` (verified) or unknown (`None`).
-    async fn forward<S>(&self, port: u16, mut io: S, xfcc: Option<HeaderValue>)
+    /// Forwards a stream whose peer is `xfcc` (verified) or unknown (`None`), described for
+    /// authorization by `conn`.
+    async fn forward<S>(&self, port: u16, mut io: S, xfcc: Option<HeaderValue>, conn: RequestAttrs)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let authorizer = Authorizer::new(self.view.clone(), conn, Arc::clone(&self.metrics));
+        // A port declared TCP is authorized as TCP whatever its bytes look like, as Istio's
+        // network RBAC does: HTTP-only DENY fields then match, and cannot be dodged.
+        let opaque = self.view.borrow().opaque.contains(&port);
+        if opaque {
+            return self.forward_tcp(port, io, authorizer).await;
+        }
         let sniffed = detect::sniff_protocol(&mut io, Vec::new(), self.timeouts.first_byte).await;
         let (prefix, protocol) = match sniffed {
             Ok(s) => s,
@@ -278,11 +302,39 @@ impl Inbound {
             address: SocketAddr::new(self.app_address, port),
             connect_timeout: self.timeouts.connect,
             xfcc,
+            authorizer: authorizer.clone(),
         };
         match protocol {
             Protocol::Http1 => http::serve_http1(io, target, self.drain.clone()).await,
             Protocol::Http2 => http::serve_http2(io, target, self.drain.clone()).await,
-            Protocol::Opaque => self.forward_raw(port, io).await,
+            Protocol::Opaque => self.forward_tcp(port, io, authorizer).await,
+        }
+    }
+
+    /// Forwards a TCP stream if the policies allow the connection, and closes it as soon as a
+    /// new view denies it.
+    async fn forward_tcp<S>(&self, port: u16, io: S, authorizer: Authorizer)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if !authorizer.check_connection().allowed {
+            // Dropped unread: the client sees the connection close, the app sees nothing.
+            return;
+        }
+        let mut view = self.view.clone();
+        let revoked = async move {
+            loop {
+                if view.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                if !authorizer.allows_connection(&view.borrow_and_update()) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            () = self.forward_raw(port, io) => {}
+            () = revoked => tracing::info!(target: "meshward::rbac", port, "connection closed: the authorization policies no longer allow it"),
         }
     }
 

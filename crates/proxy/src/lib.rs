@@ -20,6 +20,7 @@ pub mod creds;
 pub mod drain;
 pub mod inbound;
 pub mod io;
+pub mod metrics;
 pub mod outbound;
 mod proxy;
 pub mod tls;

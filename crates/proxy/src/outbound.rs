@@ -8,12 +8,12 @@ mod pool;
 pub mod upstream;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::StatusCode;
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -73,6 +73,9 @@ impl ConnectError {
 /// Shared state of the outbound side.
 #[derive(Debug)]
 pub struct Outbound {
+    /// The workload address connections are made from, so servers see the caller's own
+    /// address as `source.ip` (as a pod IP), not the machine's.
+    source: IpAddr,
     creds: CredsReceiver,
     view: watch::Receiver<Arc<View>>,
     timeouts: Timeouts,
@@ -81,14 +84,16 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// Outbound with the given credentials and view.
+    /// Outbound for the workload at `source`, with the given credentials and view.
     pub fn new(
+        source: IpAddr,
         creds: CredsReceiver,
         view: watch::Receiver<Arc<View>>,
         timeouts: Timeouts,
         drain: Drain,
     ) -> Arc<Self> {
         Arc::new(Self {
+            source,
             creds,
             view,
             timeouts,
@@ -112,7 +117,7 @@ impl Outbound {
             }
         };
         let addr = route.address();
-        let tcp = tokio::time::timeout(self.timeouts.connect, TcpStream::connect(addr))
+        let tcp = tokio::time::timeout(self.timeouts.connect, self.dial(addr))
             .await
             .map_err(|_| ConnectError::Timeout(addr))?
             .map_err(|source| ConnectError::Connect { addr, source })?;
@@ -132,6 +137,27 @@ impl Outbound {
                 reason: handshake_reason(&err),
             })?;
         Ok(Either::Right(tls))
+    }
+}
+
+impl Outbound {
+    /// A TCP connection to `addr` from the workload address when it can route there (same
+    /// family, both loopback or both not), from any address otherwise.
+    async fn dial(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let source = self.source;
+        let routable = source.is_ipv4() == addr.is_ipv4()
+            && source.is_loopback() == addr.ip().is_loopback()
+            && !source.is_unspecified();
+        if !routable {
+            return TcpStream::connect(addr).await;
+        }
+        let socket = if source.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        socket.connect(addr).await
     }
 }
 

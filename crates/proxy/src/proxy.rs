@@ -17,6 +17,7 @@ use crate::config::{IdentitySource, ProxyConfig};
 use crate::creds::{CredsStore, FileError, load_files, watch_files};
 use crate::drain::Drain;
 use crate::inbound::Inbound;
+use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::view::View;
 use crate::xds::discovery::Discovery;
@@ -98,6 +99,9 @@ impl Proxy {
             .as_ref()
             .map_or_else(|| "default".to_owned(), |w| w.namespace.clone());
         let view = View {
+            authz: Default::default(),
+            path_normalization: Default::default(),
+            opaque: Default::default(),
             version: 0,
             namespace,
             trust_domain: config.trust_domain.clone(),
@@ -159,6 +163,7 @@ impl Proxy {
         }
 
         let mut bound = Bound::default();
+        let metrics = Arc::new(Metrics::default());
         let inbound = Inbound::new(
             config.address,
             config.app_address,
@@ -166,10 +171,12 @@ impl Proxy {
             view_rx.clone(),
             config.timeouts,
             drain.clone(),
+            Arc::clone(&metrics),
         );
         bound.inbound = inbound.start().await.map_err(Error::Inbound)?;
 
         let outbound = Outbound::new(
+            config.address,
             creds.clone(),
             view_rx.clone(),
             config.timeouts,
@@ -201,6 +208,7 @@ impl Proxy {
             workload: config.workload.as_ref().map(ToString::to_string),
             log,
             quit: quit.clone(),
+            metrics,
         };
         for (what, port, ready_only) in [
             ("admin", config.admin_port, false),

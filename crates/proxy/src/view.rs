@@ -5,10 +5,13 @@
 pub mod proto;
 mod resolve;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use meshward_config::authz::CompiledAuthz;
+use meshward_config::resources::mesh_config::NormalizationType;
 use meshward_identity::{SpiffeId, TrustDomain};
 use serde::{Serialize, Serializer};
 
@@ -28,8 +31,14 @@ pub struct View {
     pub trust_domain: TrustDomain,
     /// Inbound service ports and their modes.
     pub inbound: BTreeMap<u16, MtlsMode>,
+    /// Inbound ports declared as opaque TCP: authorized per connection, never per request.
+    pub opaque: BTreeSet<u16>,
     /// Services this proxy may call.
     pub services: Vec<Service>,
+    /// The AuthorizationPolicies of this workload, compiled; empty allows everything.
+    pub authz: Arc<CompiledAuthz>,
+    /// How request paths are normalized before authorization (and for the app).
+    pub path_normalization: NormalizationType,
 }
 
 /// A mesh service.

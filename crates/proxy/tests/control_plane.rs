@@ -120,7 +120,9 @@ fn view(version: u64, workload: &str) -> ProxyView {
                 mode: MtlsMode::Permissive as i32,
                 mode_source: String::new(),
                 name: "http".into(),
+                ..Default::default()
             }],
+            ..Default::default()
         }),
         services: vec![],
         trust_bundle_pem: String::new(),

@@ -78,6 +78,9 @@ async fn forward_proxy_resolves_and_verifies_the_server() {
     );
     let server_id = "spiffe://cluster.local/ns/test/sa/server";
     let view = View {
+        authz: Default::default(),
+        path_normalization: Default::default(),
+        opaque: Default::default(),
         version: 1,
         namespace: "test".into(),
         trust_domain: td,
@@ -95,6 +98,7 @@ async fn forward_proxy_resolves_and_verifies_the_server() {
     };
     let (_views, view_rx) = watch::channel(Arc::new(view));
     let outbound = Outbound::new(
+        "127.0.75.1".parse().unwrap(),
         store.subscribe(),
         view_rx,
         Timeouts::default(),

@@ -29,6 +29,9 @@ fn view(version: u64, mode: MtlsMode) -> Arc<View> {
         trust_domain: "cluster.local".parse().unwrap(),
         inbound: BTreeMap::from([(8080, mode)]),
         services: Vec::new(),
+        authz: Default::default(),
+        path_normalization: Default::default(),
+        opaque: Default::default(),
     })
 }
 
@@ -43,6 +46,7 @@ async fn open_plaintext_is_closed_when_the_port_turns_strict() {
         view_rx,
         Timeouts::default(),
         Drain::new(),
+        Arc::default(),
     );
     inbound.start().await.unwrap();
 

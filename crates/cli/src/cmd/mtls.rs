@@ -170,14 +170,15 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                     None => (true, false),
                 };
                 let mut problems = Vec::new();
-                if plaintext.allowed() != expect_plain {
+                // Authorization may still deny the request: the mode is about admission.
+                if plaintext.admitted() != expect_plain {
                     problems.push(if expect_plain {
                         "plaintext refused"
                     } else {
                         "plaintext ACCEPTED"
                     });
                 }
-                if mtls.allowed() != expect_mtls {
+                if mtls.admitted() != expect_mtls {
                     problems.push(if expect_mtls {
                         "mTLS refused"
                     } else {
@@ -237,10 +238,10 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn verdict(outcome: &probe::Outcome) -> String {
-    if outcome.allowed() {
-        "accepted"
-    } else {
-        "refused"
+    match outcome {
+        probe::Outcome::Allowed(_) => "accepted",
+        probe::Outcome::Denied(_) => "accepted, denied by AuthorizationPolicy",
+        probe::Outcome::Refused(_) => "refused",
     }
     .to_owned()
 }

@@ -57,6 +57,9 @@ fn health(listening: &[u16]) -> (CredsStore, watch::Sender<Status>, Health) {
     let store = CredsStore::new();
     let (status, rx) = watch::channel(Status::default());
     let view = View {
+        authz: Default::default(),
+        path_normalization: Default::default(),
+        opaque: Default::default(),
         version: 1,
         namespace: "a".into(),
         trust_domain: "cluster.local".parse().unwrap(),

@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
+use super::authorize::Authorizer;
 use crate::drain::Drain;
 use crate::io::splice;
 use crate::web::{Body, http1_server, reply, serve_until};
@@ -34,6 +35,8 @@ pub struct AppTarget {
     pub connect_timeout: Duration,
     /// The XFCC value for a verified caller; `None` on plaintext (the header is removed).
     pub xfcc: Option<HeaderValue>,
+    /// Decides each request before it is forwarded.
+    pub authorizer: Authorizer,
 }
 
 /// Removes any client-supplied XFCC and sets ours.
@@ -120,6 +123,9 @@ where
         let drain = upgrades.clone();
         async move {
             sanitize(&mut req, target.xfcc.as_ref());
+            if let Err(refused) = target.authorizer.check_request(&mut req) {
+                return Ok(*refused);
+            }
             if req.headers().contains_key(header::UPGRADE) {
                 return Ok(upgrade(req, &target, &drain).await);
             }
@@ -187,11 +193,16 @@ where
         }
     };
     let xfcc = target.xfcc.clone();
+    let authorizer = target.authorizer.clone();
     let svc = service_fn(move |mut req: Request<Incoming>| {
         let mut sender = sender.clone();
         let xfcc = xfcc.clone();
+        let authorizer = authorizer.clone();
         async move {
             sanitize(&mut req, xfcc.as_ref());
+            if let Err(refused) = authorizer.check_request(&mut req) {
+                return Ok(*refused);
+            }
             Ok::<_, hyper::Error>(match sender.send_request(req).await {
                 Ok(resp) => resp.map(|b| b.boxed()),
                 Err(err) => reply(StatusCode::BAD_GATEWAY, format!("app error: {err}")),

@@ -1,10 +1,13 @@
 //! The control plane's `ProxyView` → [`View`], validated: an invalid view is refused as a whole
 //! (and NACKed with the error) so the last good view stays in force.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use meshward_api::v1 as pb;
+use meshward_config::authz::CompiledAuthz;
+use meshward_config::resources::mesh_config::NormalizationType;
 use meshward_identity::{SpiffeId, TrustDomain};
 
 use super::{Endpoint, Service, ServicePort, TlsMode, View};
@@ -75,6 +78,7 @@ pub fn from_proto(view: pb::ProxyView, name: &str, namespace: &str) -> Result<Vi
         TrustDomain::new(&view.trust_domain).map_err(|e| field("trust_domain", e.to_string()))?;
     bounded(&workload.ports, "workload.ports")?;
     let mut inbound = BTreeMap::new();
+    let mut opaque = BTreeSet::new();
     for p in &workload.ports {
         let at = format!("workload.ports[{}]", p.port);
         let mode = match pb::MtlsMode::try_from(p.mode) {
@@ -84,8 +88,12 @@ pub fn from_proto(view: pb::ProxyView, name: &str, namespace: &str) -> Result<Vi
             Ok(pb::MtlsMode::Disable) => MtlsMode::Disable,
             Err(_) => return Err(field(at, format!("unknown mTLS mode {}", p.mode))),
         };
-        if inbound.insert(port(p.port, &at)?, mode).is_some() {
+        let number = port(p.port, &at)?;
+        if inbound.insert(number, mode).is_some() {
             return Err(field(at, "duplicate port"));
+        }
+        if p.opaque {
+            opaque.insert(number);
         }
     }
     bounded(&view.services, "services")?;
@@ -99,8 +107,27 @@ pub fn from_proto(view: pb::ProxyView, name: &str, namespace: &str) -> Result<Vi
         namespace: namespace.to_owned(),
         trust_domain,
         inbound,
+        opaque,
         services,
+        authz: Arc::new(authz(&workload.authorization_json)?),
+        path_normalization: path_normalization(&workload.path_normalization_json)?,
     })
+}
+
+/// The compiled AuthorizationPolicies; one that does not parse refuses the whole view, so the
+/// last good policies stay in force.
+fn authz(json: &str) -> Result<CompiledAuthz, InvalidView> {
+    if json.is_empty() {
+        return Ok(CompiledAuthz::default());
+    }
+    serde_json::from_str(json).map_err(|e| field("workload.authorization_json", e.to_string()))
+}
+
+fn path_normalization(json: &str) -> Result<NormalizationType, InvalidView> {
+    if json.is_empty() {
+        return Ok(NormalizationType::default());
+    }
+    serde_json::from_str(json).map_err(|e| field("workload.path_normalization_json", e.to_string()))
 }
 
 fn service(s: pb::ServiceView) -> Result<Service, InvalidView> {
@@ -203,7 +230,10 @@ mod tests {
                     mode: pb::MtlsMode::Strict as i32,
                     mode_source: String::new(),
                     name: "http".into(),
+                    opaque: true,
                 }],
+                authorization_json: r#"{"policies":[{"namespace":"team-app","name":"deny-all","action":"ALLOW","dryRun":false,"rules":[]}]}"#.into(),
+                path_normalization_json: r#""MERGE_SLASHES""#.into(),
             }),
             services: vec![pb::ServiceView {
                 host: "httpbin.team-app.svc.cluster.local".into(),
@@ -239,6 +269,9 @@ mod tests {
         assert_eq!(v.version, 3);
         assert_eq!(v.inbound_mode(8080), Some(MtlsMode::Strict));
         assert_eq!(v.services[0].ports[0].endpoints[0].tls, TlsMode::Auto);
+        assert!(v.opaque.contains(&8080));
+        assert_eq!(v.authz.policies[0].name, "deny-all");
+        assert_eq!(v.path_normalization, NormalizationType::MergeSlashes);
     }
 
     #[test]
@@ -258,5 +291,17 @@ mod tests {
         let mut bad_mode = pb_view();
         bad_mode.services[0].ports[0].endpoints[0].tls_mode = 42;
         assert!(from_proto(bad_mode, "sleep", "team-app").is_err());
+        // Policies that do not parse refuse the view: the last good policies stay in force.
+        for (authz, normalization) in [("{\"policies\":[{}]}", ""), ("", "\"SOMETIMES\"")] {
+            let mut bad = pb_view();
+            if let Some(w) = bad.workload.as_mut() {
+                w.authorization_json = authz.into();
+                w.path_normalization_json = normalization.into();
+            }
+            assert!(
+                from_proto(bad, "sleep", "team-app").is_err(),
+                "{authz} {normalization}"
+            );
+        }
     }
 }

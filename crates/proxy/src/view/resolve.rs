@@ -94,6 +94,9 @@ mod tests {
             tls_source: "auto-mTLS".into(),
         };
         View {
+            authz: Default::default(),
+            path_normalization: Default::default(),
+            opaque: Default::default(),
             version: 1,
             namespace: "team-app".into(),
             trust_domain: "cluster.local".parse().unwrap(),

@@ -728,6 +728,11 @@ async fn probe(
             pass(LIVE, &detail);
             Ok(answer)
         }
+        probe::Outcome::Denied(answer) => Err(Broken::new(
+            LIVE,
+            format!("{how}: mTLS is fine, but an AuthorizationPolicy of the server denied the request ({answer})"),
+        )
+        .hint("`meshward x authz check` on the server workload says which policy decided")),
         probe::Outcome::Refused(why) => {
             let strict = pairs
                 .iter()
