@@ -42,6 +42,9 @@ enum Command {
     /// Authentication checks: the effective mTLS of every server port and client.
     #[command(subcommand)]
     Authn(cmd::authn::AuthnCommand),
+    /// Experimental verbs, as istioctl's `x`: `x authz check`.
+    #[command(subcommand)]
+    X(cmd::x::XCommand),
     /// Certificate authority: create a built-in CA or adopt an Istio plug-in one.
     #[command(subcommand)]
     Ca(cmd::ca::CaCommand),
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Analyze(args) => cmd::analyze::run(args),
         Command::Authn(command) => cmd::authn::run(command),
+        Command::X(command) => cmd::x::run(command),
         Command::Ca(command) => cmd::ca::run(command),
         Command::Cert(command) => cmd::cert::run(command),
         Command::Mtls(command) => cmd::mtls::run(command),
