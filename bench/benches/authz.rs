@@ -22,8 +22,11 @@ metadata: {name: api, namespace: shop, labels: {app: api}}
 spec: {serviceAccount: api, ports: [{name: http, port: 8080}]}
 ";
 
-/// The compiled policies of `shop/api` with `n` ALLOW policies.
-fn compiled(n: usize) -> CompiledAuthz {
+/// The compiled policies of `shop/api` with `n` ALLOW policies; `wildcard` names each
+/// caller by a principal prefix (`…/sa/client-7*`), which the principal index cannot file, so
+/// every policy is evaluated in turn.
+fn compiled(n: usize, wildcard: bool) -> CompiledAuthz {
+    let star = if wildcard { "*" } else { "" };
     let mut yaml = WORKLOAD.to_owned();
     for i in 0..n {
         yaml.push_str(&format!(
@@ -34,7 +37,7 @@ metadata: {{name: allow-{i}, namespace: shop}}
 spec:
   selector: {{matchLabels: {{app: api}}}}
   rules:
-  - from: [{{source: {{principals: [cluster.local/ns/shop/sa/client-{i}]}}}}]
+  - from: [{{source: {{principals: [\"cluster.local/ns/shop/sa/client-{i}{star}\"]}}}}]
     to: [{{operation: {{methods: [GET, HEAD], paths: [/api/v1/items/{i}/*]}}}}]
 "
         ));
@@ -77,7 +80,7 @@ fn decisions(c: &mut Criterion) {
         b.iter(|| evaluate(black_box(&none), black_box(&attrs)));
     });
     for n in [10, 100, 1000] {
-        let authz = compiled(n);
+        let authz = compiled(n, false);
         let last = request(n - 1);
         assert!(evaluate(&authz, &last).allowed);
         group.bench_with_input(
@@ -95,6 +98,13 @@ fn decisions(c: &mut Criterion) {
             |b, _| {
                 b.iter(|| evaluate(black_box(&authz), black_box(&stranger)));
             },
+        );
+        let scanned = compiled(n, true);
+        assert!(evaluate(&scanned, &last).allowed);
+        group.bench_with_input(
+            BenchmarkId::new("wildcard principals, allowed by the last policy", n),
+            &n,
+            |b, _| b.iter(|| evaluate(black_box(&scanned), black_box(&last))),
         );
     }
     group.finish();

@@ -9,6 +9,7 @@
 
 pub mod compile;
 pub mod engine;
+mod index;
 pub mod matcher;
 pub mod normalize;
 pub mod render;

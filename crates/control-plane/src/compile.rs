@@ -135,15 +135,13 @@ fn workload_view(mesh: &Mesh, w: &WorkloadInstance) -> WorkloadView {
 fn authorization_json(mesh: &Mesh, w: &WorkloadInstance) -> String {
     let compiled = mesh.compiled_authz(w).unwrap_or_else(|e| {
         warn!(workload = %w.name, namespace = %w.namespace, error = %e, "authorization denies everything");
-        CompiledAuthz {
-            policies: vec![CompiledPolicy {
-                namespace: e.namespace,
-                name: e.name,
-                action: AuthzAction::Allow,
-                dry_run: false,
-                rules: Vec::new(),
-            }],
-        }
+        CompiledAuthz::new(vec![CompiledPolicy {
+            namespace: e.namespace,
+            name: e.name,
+            action: AuthzAction::Allow,
+            dry_run: false,
+            rules: Vec::new(),
+        }])
     });
     if compiled.policies.is_empty() {
         return String::new();

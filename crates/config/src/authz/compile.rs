@@ -2,9 +2,12 @@
 //! compiles once per revision and ships the result to the proxy as JSON; evaluating it needs
 //! neither the YAML types nor the mesh.
 
+use std::sync::OnceLock;
+
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::index::PrincipalIndex;
 use super::matcher::{IpBlock, PathMatch, StringMatch, parse_port};
 use crate::mesh::Entry;
 use crate::resources::authorization_policy::{
@@ -28,11 +31,23 @@ pub struct CompileError {
 }
 
 /// Every policy that applies to one workload, in evaluation order (oldest first).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CompiledAuthz {
     /// The policies.
     pub policies: Vec<CompiledPolicy>,
+    /// Built from `policies` on the first decision (also after deserializing).
+    #[serde(skip)]
+    index: OnceLock<PrincipalIndex>,
 }
+
+/// Equal when the policies are (the index is derived from them).
+impl PartialEq for CompiledAuthz {
+    fn eq(&self, other: &Self) -> bool {
+        self.policies == other.policies
+    }
+}
+
+impl Eq for CompiledAuthz {}
 
 /// One AuthorizationPolicy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +189,19 @@ pub enum ConditionMatch {
 }
 
 impl CompiledAuthz {
+    /// The given policies, in evaluation order.
+    pub fn new(policies: Vec<CompiledPolicy>) -> CompiledAuthz {
+        CompiledAuthz {
+            policies,
+            index: OnceLock::new(),
+        }
+    }
+
+    /// Which policies a request may match, by principal.
+    pub(crate) fn index(&self) -> &PrincipalIndex {
+        self.index.get_or_init(|| PrincipalIndex::new(&self.policies))
+    }
+
     /// Compiles the policies of one workload (as [`Mesh::authorization_policies_for`] returns
     /// them). CUSTOM policies are skipped: applying one is already an error.
     ///
@@ -227,7 +255,7 @@ impl CompiledAuthz {
                 rules,
             });
         }
-        Ok(CompiledAuthz { policies: compiled })
+        Ok(CompiledAuthz::new(compiled))
     }
 }
 

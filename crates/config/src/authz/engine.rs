@@ -138,12 +138,14 @@ pub struct RuleTrace {
 pub fn evaluate(authz: &CompiledAuthz, attrs: &RequestAttrs) -> Decision {
     let mut deny: Option<(&CompiledPolicy, usize)> = None;
     let mut allow: Option<(&CompiledPolicy, usize)> = None;
-    let mut enforced_allow = false;
-    let mut enforced_any = false;
-    let mut plaintext_miss = false;
+    let index = authz.index();
+    let (enforced_allow, enforced_any) = (index.enforced_allow, index.enforced_any);
+    // Policies skipped by the index name principals only: a plaintext peer misses them all.
+    let mut plaintext_miss = attrs.source_principal.is_none() && index.identity_only_allow;
     let mut audit = Vec::new();
     let mut dry_run = Vec::new();
-    for policy in &authz.policies {
+    let principal = attrs.source_principal.as_deref();
+    for policy in index.candidates(principal).filter_map(|i| authz.policies.get(i)) {
         let mut matched = None;
         for (index, rule) in policy.rules.iter().enumerate() {
             match rule_matches(rule, attrs, policy.action) {
@@ -168,7 +170,6 @@ pub fn evaluate(authz: &CompiledAuthz, attrs: &RequestAttrs) -> Decision {
             });
             continue;
         }
-        enforced_any = true;
         match policy.action {
             // "AUDIT policies do not affect whether requests are allowed or denied."
             AuthzAction::Audit => audit.extend(matched.map(|rule| RuleRef {
@@ -176,10 +177,7 @@ pub fn evaluate(authz: &CompiledAuthz, attrs: &RequestAttrs) -> Decision {
                 rule,
             })),
             AuthzAction::Deny => deny = deny.or(matched.map(|rule| (policy, rule))),
-            AuthzAction::Allow => {
-                enforced_allow = true;
-                allow = allow.or(matched.map(|rule| (policy, rule)));
-            }
+            AuthzAction::Allow => allow = allow.or(matched.map(|rule| (policy, rule))),
         }
     }
     let decided = |allowed: bool, by: Option<(&CompiledPolicy, usize)>, reason: String| Decision {
