@@ -342,3 +342,58 @@ fn selection() {
         assert_eq!(names, expected, "{rule}");
     }
 }
+
+/// The principal index must decide exactly as a scan in order would: the oldest matching
+/// policy decides whether it was filed by principal or not, and a plaintext peer still hears
+/// that identity fields never match it.
+#[test]
+fn the_principal_index_keeps_order_and_reasons() {
+    let exact = |name: &str, action: &str| {
+        ap(
+            name,
+            "shop",
+            &format!(
+                "{{action: {action}, rules: [{{from: [{{source: {{principals: [cluster.local/ns/front/sa/front]}}}}]}}]}}"
+            ),
+        )
+    };
+    let wildcard = |name: &str, action: &str| {
+        ap(
+            name,
+            "shop",
+            &format!(
+                "{{action: {action}, rules: [{{from: [{{source: {{principals: [cluster.local/ns/front/*]}}}}]}}]}}"
+            ),
+        )
+    };
+    run(vec![
+        (
+            "filed DENY first, wildcard DENY second: the first applied decides",
+            format!("{}{}", exact("a-exact", "DENY"), wildcard("b-wild", "DENY")),
+            peer("front", "front"),
+            false,
+            "denied by DENY policy shop/a-exact rule 0",
+        ),
+        (
+            "wildcard DENY first, filed DENY second: the first applied decides",
+            format!("{}{}", wildcard("a-wild", "DENY"), exact("b-exact", "DENY")),
+            peer("front", "front"),
+            false,
+            "denied by DENY policy shop/a-wild rule 0",
+        ),
+        (
+            "a caller no filed policy names falls through to the wildcard",
+            format!("{}{}", exact("a-exact", "ALLOW"), wildcard("b-wild", "ALLOW")),
+            peer("front", "other"),
+            true,
+            "allowed by ALLOW policy shop/b-wild rule 0",
+        ),
+        (
+            "principals \"require mTLS\": a plaintext peer is told so though the policy was skipped",
+            exact("a-exact", "ALLOW"),
+            tcp(),
+            false,
+            "allow policies exist, but none allowed (plaintext connection: principals and namespaces never match)",
+        ),
+    ]);
+}
