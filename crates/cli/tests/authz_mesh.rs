@@ -117,6 +117,40 @@ fn echo(stream: &mut TcpStream, line: &str) -> String {
 
 const DENIED: &str = "RBAC: access denied";
 
+/// `meshward x authz check` for the request `curl EXTRA URL` made as `who`: `ALLOW` or `DENY`.
+fn check(home: &Path, who: &str, extra: &[&str], url: &str) -> String {
+    let (service, path) = url.trim_start_matches("http://").split_once('/').unwrap();
+    let (service, _port) = service.split_once(':').unwrap();
+    let method = match extra {
+        ["-X", method, ..] => *method,
+        ["-I"] => "HEAD",
+        _ => "GET",
+    };
+    let (name, namespace) = who.split_once('.').unwrap();
+    let from = format!("spiffe://cluster.local/ns/{namespace}/sa/{name}");
+    let workload = format!("{service}.{namespace}");
+    let path = format!("/{path}");
+    let args = [
+        "x",
+        "authz",
+        "check",
+        "--workload",
+        &workload,
+        "--from",
+        &from,
+        "--method",
+        method,
+        "--path",
+        &path,
+        "-o",
+        "json",
+    ];
+    let out = run(home, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    json["decision"].as_str().unwrap().to_owned()
+}
+
 #[test]
 fn seed_policies_are_enforced_by_the_sidecars() {
     let home = tempfile::tempdir().unwrap();
@@ -215,6 +249,14 @@ fn seed_policies_are_enforced_by_the_sidecars() {
         if *want == "403" && !extra.contains(&"-I") {
             assert_eq!(body.trim(), DENIED, "{rule}");
         }
+        // `x authz check` against the running control plane agrees with the sidecar.
+        let verdict = check(home, who, extra, url);
+        let sidecar = if matches!(*want, "403" | "400") {
+            "DENY"
+        } else {
+            "ALLOW"
+        };
+        assert_eq!(verdict, sidecar, "x authz check disagrees on: {rule}");
     }
 
     // gRPC callers get status 7 PERMISSION_DENIED, Envoy's mapping of 403.
