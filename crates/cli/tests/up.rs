@@ -107,6 +107,16 @@ fn team_app_lab_strict_refuses_the_pod_without_sidecar() {
         stdout(&out)
     );
 
+    // Before switching, tls-check on the live configuration names the client STRICT cuts off.
+    let out = run(home, &["authn", "tls-check"]);
+    assert!(!out.status.success(), "naked is a conflict under STRICT");
+    assert!(
+        stdout(&out).contains("team-app/naked"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
     // The seed's verification script as one command: probes, not configuration.
     let out = run(home, &["mtls", "verify", "team-app"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));

@@ -1,16 +1,18 @@
-//! `meshward authn tls-check [WORKLOAD.NS|SERVICE] -f DIR`: the effective mTLS of every server
-//! port and every client → server pair, offline, and whether a namespace can be switched to
-//! STRICT without cutting clients off. Exit 1 when any pair conflicts.
+//! `meshward authn tls-check [WORKLOAD.NS|SERVICE] [-f DIR]`: the effective mTLS of every server
+//! port and every client → server pair — offline on files, or on the running control plane's
+//! configuration without `-f` — and whether a namespace can be switched to STRICT without
+//! cutting clients off. Exit 1 when any pair conflicts.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use meshward_config::tls_check::{Readiness, Scope, Status, TlsCheck, tls_check};
-use meshward_config::{Limits, Mesh, parse_stream};
 
-use crate::{output, sources};
+use crate::client::ServerArgs;
+use crate::cmd::load_mesh;
+use crate::output;
 
 /// `authn` verbs.
 #[derive(Debug, Subcommand)]
@@ -25,9 +27,12 @@ pub(crate) struct TlsCheckArgs {
     /// Limit the report to one workload (`name.namespace`) or one service (`name.namespace`,
     /// a full name or a ServiceEntry host).
     target: Option<String>,
-    /// Files, directories (recursive) or `-` for standard input.
-    #[arg(short = 'f', long = "filename", required = true)]
+    /// Files, directories (recursive) or `-` for standard input; without, the running control
+    /// plane's configuration.
+    #[arg(short = 'f', long = "filename")]
     files: Vec<PathBuf>,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
     output: Format,
@@ -47,25 +52,7 @@ pub(crate) fn run(command: AuthnCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn tls_check_verb(args: TlsCheckArgs) -> anyhow::Result<ExitCode> {
-    let mut documents = Vec::new();
-    let mut errors = Vec::new();
-    for source in sources::read_all(&args.files)? {
-        let stream = parse_stream(&source.name, &source.content, &Limits::default());
-        match stream.into_documents() {
-            Ok(valid) => documents.extend(valid),
-            Err(invalid) => errors.extend(invalid),
-        }
-    }
-    if !errors.is_empty() {
-        for error in &errors {
-            eprintln!("{error}");
-        }
-        bail!(
-            "{} error(s) in the manifests: fix them first (`meshward validate`)",
-            errors.len()
-        );
-    }
-    let mesh = Mesh::new(documents).context("building the mesh from the manifests")?;
+    let mesh = load_mesh(&args.files, &args.server)?;
     let scope = match &args.target {
         None => Scope::All,
         Some(target) => Scope::resolve(&mesh, target).with_context(|| {
