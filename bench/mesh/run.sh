@@ -8,7 +8,8 @@
 #
 # Options: --runs N, --only "direct meshward", --net 127.X (the /16 used, default 127.211),
 # --meshward PATH --load PATH (use these binaries, do not build), --no-install, --out DIR
-# (keep the work directory there), --perf (record a CPU profile of Meshward's server side).
+# (keep the work directory there), --perf (CPU profiles of each pair in the last run, with
+# `perf`; summaries in the work directory).
 #
 # Every process it starts listens on 127.X.0.0/16 only, is bounded by `timeout`, and is stopped
 # by PID when the script ends, fails or is interrupted.
@@ -401,6 +402,8 @@ measure() { # CONTENDER
     local cb sb hold
     cb=$(rss_kib "$CLIENT_PID") sb=$(rss_kib "$SERVER_PID")
     hold=$(awk "BEGIN {print $IDLE_CONNS / 500 + 5}")
+    # Emptied here: the background job's own redirection truncates it only once it runs.
+    : >"$W/idle.out"
     timeout "$bound" "$LOAD" idle --target "$TARGET" --connections "$IDLE_CONNS" --hold "$hold" >"$W/idle.out" 2>&1 &
     local idle_pid=$! i
     for ((i = 0; i < 600; i++)); do
@@ -464,30 +467,34 @@ measure() { # CONTENDER
   log "  $c bulk: $out"
   record "$c" bulk_mb_s "$(field mb_per_s "$out")"
 
-  if ((PERF)) && [[ $c == meshward ]] && command -v perf >/dev/null; then
-    profile
+  if ((PERF && CLIENT_PID && run == RUNS)) && command -v perf >/dev/null; then
+    profile "$c"
   fi
   for p in $(proxies); do stop "$p"; done
 }
 
-# A CPU profile of both Meshward proxies at 5000 req/s, then of the server side during bulk.
-profile() {
-  local pids
+# A CPU profile of a pair (--perf) at 5000 req/s, under new connections, and during the bulk
+# download: where the time goes by object (kernel, proxy, libraries), then by symbol.
+profile() { # CONTENDER
+  local c=$1 pids what perf_pid data
   pids=$(for p in $(proxies); do descendants "$p"; done | paste -sd, -)
-  log "  perf: profiling $pids at 5000 req/s"
-  timeout 60 perf record -F 999 -g -p "$pids" -o "$W/perf-rate.data" -- sleep "$RATE_S" >/dev/null 2>&1 &
-  local perf_pid=$!
-  timeout 60 "$LOAD" rate --target "$TARGET" --rate 5000 --duration "$RATE_S" --warmup 0 --connections 32 >/dev/null
-  wait "$perf_pid" || true
-  perf report -i "$W/perf-rate.data" --no-children --sort comm,dso,symbol --percent-limit 1 --stdio 2>/dev/null \
-    | grep -v '^$' | head -80 >"$W/perf-rate.txt" || true
-  timeout 60 perf record -F 999 -g -p "$pids" -o "$W/perf-bulk.data" -- sleep "$BULK_S" >/dev/null 2>&1 &
-  perf_pid=$!
-  timeout 60 "$LOAD" bulk --target "$TARGET" --path /bulk --duration "$BULK_S" >/dev/null
-  wait "$perf_pid" || true
-  perf report -i "$W/perf-bulk.data" --no-children --sort comm,dso,symbol --percent-limit 1 --stdio 2>/dev/null \
-    | grep -v '^$' | head -80 >"$W/perf-bulk.txt" || true
-  log "  perf: summaries in $W/perf-rate.txt and $W/perf-bulk.txt"
+  for what in rate conn bulk; do
+    data=$W/perf-$c-$what
+    timeout 60 perf record -F 999 -p "$pids" -o "$data.data" -- sleep "$RATE_S" >/dev/null 2>&1 &
+    perf_pid=$!
+    case $what in
+      rate) timeout 60 "$LOAD" rate --target "$TARGET" --rate 5000 --duration "$RATE_S" --warmup 0 --connections 32 ;;
+      conn) timeout 60 "$LOAD" conn --target "$TARGET" --duration "$RATE_S" --concurrency 4 ;;
+      bulk) timeout 60 "$LOAD" bulk --target "$TARGET" --path /bulk --duration "$RATE_S" ;;
+    esac >/dev/null
+    wait "$perf_pid" || true
+    {
+      perf report -i "$data.data" --no-children --sort dso --stdio 2>/dev/null
+      perf report -i "$data.data" --no-children --sort dso,sym --stdio --percent-limit 0.7 2>/dev/null
+    } | grep -v -e '^#' -e '^$' | cut -c1-160 >"$data.txt" || true
+    rm -f "$data.data"
+  done
+  log "  perf: summaries in $W/perf-$c-{rate,conn,bulk}.txt"
 }
 
 # --- run ---------------------------------------------------------------------------------------
