@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use meshward_api::v1::{ListRequest, admin_client::AdminClient};
-use meshward_config::{Kind, Limits, Mesh, parse_stream};
+use meshward_config::{Document, Kind, Limits, Mesh, parse_stream};
 use meshward_control_plane::{CONTROL_PLANE_ACCOUNT, Context, SYSTEM_NAMESPACE};
 use meshward_identity::{AllowedPeers, SpiffeId, TrustBundle, TrustBundleSet, TrustDomain};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
@@ -87,6 +87,13 @@ pub(crate) fn mtls_client_config(
 /// Every resource applied to the control plane, resolved into a [`Mesh`] — so that the
 /// offline checks run unchanged against the live configuration.
 pub(crate) async fn fetch_mesh(admin: &mut AdminClient<Channel>) -> anyhow::Result<Mesh> {
+    Ok(Mesh::new(fetch_documents(admin).await?)?)
+}
+
+/// Every resource applied to the control plane, as parsed documents.
+pub(crate) async fn fetch_documents(
+    admin: &mut AdminClient<Channel>,
+) -> anyhow::Result<Vec<Document>> {
     let mut documents = Vec::new();
     for kind in Kind::ALL {
         let listed = admin
@@ -109,5 +116,5 @@ pub(crate) async fn fetch_mesh(admin: &mut AdminClient<Channel>) -> anyhow::Resu
             documents.extend(parsed);
         }
     }
-    Ok(Mesh::new(documents)?)
+    Ok(documents)
 }

@@ -294,6 +294,32 @@ fn seed_policies_are_enforced_by_the_sidecars() {
     assert_eq!(plain("/get"), "403");
     assert_eq!(plain("/healthz"), "404");
 
+    // HTTP/2 (prior knowledge) is decided per request too; gRPC gets status 7 in a
+    // trailers-only answer.
+    let h2 = |path: &str, grpc: bool| {
+        let url = format!("{}{path}", host("TEEI_ANALYTICS_SERVICE_HOST"));
+        let header = if grpc {
+            "-H 'content-type: application/grpc' -X POST"
+        } else {
+            ""
+        };
+        let script = format!("curl -s -i --max-time 5 --http2-prior-knowledge {header} {url}");
+        let out = run(home, &["exec", "legacy.default", "--", "sh", "-c", &script]);
+        stdout(&out).to_ascii_lowercase()
+    };
+    let answer = h2("/get", false);
+    assert!(answer.starts_with("http/2 403"), "{answer}");
+    assert!(answer.contains("rbac: access denied"), "{answer}");
+    // Allowed: forwarded to the app (which speaks only HTTP/1.1, hence the sidecar's 502).
+    let answer = h2("/healthz", false);
+    assert!(
+        answer.starts_with("http/2 ") && !answer.starts_with("http/2 403"),
+        "{answer}"
+    );
+    let answer = h2("/pkg.Analytics/Report", true);
+    assert!(answer.starts_with("http/2 200"), "{answer}");
+    assert!(answer.contains("grpc-status: 7"), "{answer}");
+
     // TCP: an ALLOW rule with HTTP-only fields never matches ("the rule is ignored"), so
     // allow-api-gateway-to-backends does not let the gateway reach the TCP ledger; the port
     // rule of allow-api-gateway-to-ledger does. Reporting is refused: closed, nothing echoed.

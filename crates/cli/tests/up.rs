@@ -117,6 +117,12 @@ fn team_app_lab_strict_refuses_the_pod_without_sidecar() {
         stderr(&out)
     );
 
+    // istioctl analyze's checks run on the live configuration too.
+    let out = run(home, &["analyze", "-o", "json"]);
+    let findings: serde_json::Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
+    assert!(findings.is_array(), "{findings}");
+
     // The seed's verification script as one command: probes, not configuration.
     let out = run(home, &["mtls", "verify", "team-app"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));

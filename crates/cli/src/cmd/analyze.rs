@@ -1,5 +1,6 @@
-//! `meshward analyze -f DIR|FILE|-`: cross-resource findings in `istioctl analyze`'s format
-//! (`Level [CODE] (Kind ns/name file:line) message`); exit 1 when any finding is an Error.
+//! `meshward analyze [-f DIR|FILE|-]`: cross-resource findings in `istioctl analyze`'s format
+//! (`Level [CODE] (Kind ns/name file:line) message`) on files, or without `-f` on the running
+//! control plane's configuration; exit 1 when any finding is an Error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,14 +11,19 @@ use meshward_config::analyze::{Finding, analyze, schema_findings, sort};
 use meshward_config::{Limits, Severity, parse_stream};
 use serde::Serialize;
 
+use crate::client::{ServerArgs, fetch_documents};
+use crate::cmd::runtime;
 use crate::sources;
 
 /// Arguments of `analyze`.
 #[derive(Debug, Args)]
 pub(crate) struct AnalyzeArgs {
-    /// Files, directories (recursive) or `-` for standard input.
-    #[arg(short = 'f', long = "filename", required = true)]
+    /// Files, directories (recursive) or `-` for standard input; without, the running control
+    /// plane's configuration.
+    #[arg(short = 'f', long = "filename")]
     files: Vec<PathBuf>,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Log)]
     output: Format,
@@ -68,6 +74,15 @@ impl<'a> From<&'a Finding> for JsonFinding<'a> {
 pub(crate) fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let mut findings = Vec::new();
     let mut documents = Vec::new();
+    if args.files.is_empty() {
+        // Applied resources passed validation already: only cross-resource findings remain.
+        documents = runtime()?.block_on(async {
+            let mut admin = args.server.admin().await.context(
+                "reaching the control plane (name manifests with -f to analyze them offline)",
+            )?;
+            fetch_documents(&mut admin).await
+        })?;
+    }
     for source in sources::read_all(&args.files)? {
         let stream = parse_stream(&source.name, &source.content, &Limits::default());
         findings.extend(schema_findings(&stream));
