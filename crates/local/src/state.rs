@@ -65,17 +65,60 @@ impl StateDir {
         alive(mesh.pid).then_some(mesh)
     }
 
-    /// Publishes `mesh` (atomically: temporary file, then rename).
+    /// Where `meshward up` writes a Prometheus scrape configuration for the running mesh.
+    pub fn prometheus_file(&self) -> PathBuf {
+        self.0.join("prometheus.yml")
+    }
+
+    /// Publishes `mesh` and its Prometheus scrape configuration (each atomically: temporary
+    /// file, then rename).
     pub fn publish(&self, mesh: &RunningMesh) -> std::io::Result<()> {
-        let tmp = self.0.join(".mesh.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(mesh)?)?;
-        std::fs::rename(tmp, self.mesh_file())
+        write_atomically(&self.prometheus_file(), prometheus_config(mesh).as_bytes())?;
+        write_atomically(&self.mesh_file(), &serde_json::to_vec_pretty(mesh)?)
     }
 
     /// Removes what a stopped mesh leaves behind.
     pub fn clear(&self) {
         let _ = std::fs::remove_file(self.mesh_file());
+        let _ = std::fs::remove_file(self.prometheus_file());
     }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, path)
+}
+
+/// Port of a sidecar's Prometheus endpoint (Istio's merged-metrics port).
+pub const PROXY_STATS_PORT: u16 = 15090;
+/// Port of the control plane's monitoring endpoint (istiod's).
+pub const CONTROL_PLANE_MONITORING_PORT: u16 = 15014;
+
+/// A Prometheus configuration that scrapes the control plane (`:15014/metrics`) and every
+/// sidecar (`:15090/stats/prometheus`), with Istio's job names so that dashboards written for
+/// Istio find their series; each sidecar target carries `namespace` and `workload` labels.
+pub fn prometheus_config(mesh: &RunningMesh) -> String {
+    let control_plane = mesh
+        .control_plane
+        .rsplit_once(':')
+        .map_or(mesh.control_plane.as_str(), |(host, _)| host);
+    let mut out = format!(
+        "# Written by `meshward up`: scrape this mesh with `prometheus --config.file=<this file>`.\n\
+         global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n\
+         scrape_configs:\n\
+         - job_name: istiod\n  metrics_path: /metrics\n  static_configs:\n  \
+         - targets: ['{control_plane}:{CONTROL_PLANE_MONITORING_PORT}']\n\
+         - job_name: envoy-stats\n  metrics_path: /stats/prometheus\n  static_configs:\n"
+    );
+    for w in mesh.workloads.iter().filter(|w| w.sidecar) {
+        out.push_str(&format!(
+            "  - targets: ['{}:{PROXY_STATS_PORT}']\n    labels: {{namespace: '{}', workload: '{}'}}\n",
+            w.address, w.namespace, w.name
+        ));
+    }
+    out
 }
 
 /// Whether `pid` is a live `meshward` process (so a recycled PID is not mistaken for ours).
