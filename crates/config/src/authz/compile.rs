@@ -199,7 +199,8 @@ impl CompiledAuthz {
 
     /// Which policies a request may match, by principal.
     pub(crate) fn index(&self) -> &PrincipalIndex {
-        self.index.get_or_init(|| PrincipalIndex::new(&self.policies))
+        self.index
+            .get_or_init(|| PrincipalIndex::new(&self.policies))
     }
 
     /// Compiles the policies of one workload (as [`Mesh::authorization_policies_for`] returns

@@ -145,7 +145,10 @@ pub fn evaluate(authz: &CompiledAuthz, attrs: &RequestAttrs) -> Decision {
     let mut audit = Vec::new();
     let mut dry_run = Vec::new();
     let principal = attrs.source_principal.as_deref();
-    for policy in index.candidates(principal).filter_map(|i| authz.policies.get(i)) {
+    for policy in index
+        .candidates(principal)
+        .filter_map(|i| authz.policies.get(i))
+    {
         let mut matched = None;
         for (index, rule) in policy.rules.iter().enumerate() {
             match rule_matches(rule, attrs, policy.action) {

@@ -383,7 +383,11 @@ fn the_principal_index_keeps_order_and_reasons() {
         ),
         (
             "a caller no filed policy names falls through to the wildcard",
-            format!("{}{}", exact("a-exact", "ALLOW"), wildcard("b-wild", "ALLOW")),
+            format!(
+                "{}{}",
+                exact("a-exact", "ALLOW"),
+                wildcard("b-wild", "ALLOW")
+            ),
             peer("front", "other"),
             true,
             "allowed by ALLOW policy shop/b-wild rule 0",
