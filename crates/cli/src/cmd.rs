@@ -19,6 +19,7 @@ pub(crate) mod duration;
 pub(crate) mod get;
 pub(crate) mod mtls;
 pub(crate) mod proxy;
+pub(crate) mod proxy_config;
 pub(crate) mod proxy_status;
 pub(crate) mod token;
 pub(crate) mod up;

@@ -32,6 +32,9 @@ enum Command {
     Proxy(Box<cmd::proxy::ProxyArgs>),
     /// One row per proxy: sync state and certificate expiry.
     ProxyStatus(cmd::proxy_status::ProxyStatusArgs),
+    /// What one sidecar runs, as istioctl proxy-config: listeners, clusters, endpoints, secret, log.
+    #[command(subcommand, visible_alias = "pc")]
+    ProxyConfig(cmd::proxy_config::ProxyConfigCommand),
     /// Join tokens for new proxies.
     #[command(subcommand)]
     Token(cmd::token::TokenCommand),
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Delete(args) => cmd::get::run_delete(args),
         Command::Proxy(args) => cmd::proxy::run(*args),
         Command::ProxyStatus(args) => cmd::proxy_status::run(args),
+        Command::ProxyConfig(command) => cmd::proxy_config::run(command),
         Command::Token(command) => cmd::token::run(command),
         Command::Validate(args) => cmd::validate::run(args),
         Command::Analyze(args) => cmd::analyze::run(args),

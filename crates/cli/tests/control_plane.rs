@@ -1,12 +1,14 @@
 //! `meshward control-plane` with the admin verbs: apply, get, delete, token create,
-//! proxy-status — the real binary over real mTLS on loopback.
+//! proxy-status — the real binary over real mTLS on loopback — and its Prometheus metrics.
 
 // A test that cannot unwrap has failed: panicking is the point.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
-use support::{ControlPlane, stderr, stdout};
+use std::process::Stdio;
+
+use support::{ControlPlane, Running, meshward, stderr, stdout, wait_for};
 
 const POLICY: &str = r#"
 apiVersion: security.istio.io/v1
@@ -148,10 +150,101 @@ fn tokens_and_proxy_status_need_the_admin_credential() {
     let stranger = dir.path().join("stranger.json");
     context["adminKey"] = serde_json::json!(dir.path().join("missing.pem"));
     std::fs::write(&stranger, context.to_string()).unwrap();
-    let out = support::meshward()
+    let out = meshward()
         .args(["proxy-status"])
         .env("MESHWARD_CONTEXT", &stranger)
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// A plain HTTP GET: the head and the body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
+}
+
+/// The value of the sample `series` (exact name and labels) in a scrape.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn metrics_keep_istio_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), "127.0.20.5", &[]);
+    let (head, body) = http_get("127.0.20.5:15014", "/metrics");
+    // istiod's exposition: the Prometheus text format, where counters need no `_total`.
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    for counter in [
+        "citadel_server_csr_count",
+        "citadel_server_success_cert_issuance_count",
+        "citadel_server_csr_parsing_err_count",
+        "citadel_server_authentication_failure_count",
+    ] {
+        let declared = format!("# TYPE {counter} counter");
+        assert!(body.lines().any(|l| l == declared), "{declared} in\n{body}");
+        assert_eq!(sample(&body, counter), Some(0.0), "{counter} in\n{body}");
+    }
+    assert!(!body.contains("_total"), "a suffixed name in\n{body}");
+    assert!(
+        body.lines()
+            .any(|l| l == "# TYPE citadel_server_root_cert_expiry_timestamp gauge")
+    );
+    let expiry = sample(&body, "citadel_server_root_cert_expiry_timestamp").unwrap();
+    assert!(expiry > 1.7e9, "{body}");
+    assert!(
+        body.lines()
+            .any(|l| l == "# TYPE pilot_proxy_convergence_time histogram"),
+        "{body}"
+    );
+
+    // A proxy with a forged join token: one CSR, refused for its credential.
+    let _proxy = Running(
+        meshward()
+            .args(["proxy", "--workload", "x.t"])
+            .args(["--address", "127.0.20.6", "--app-address", "127.0.20.7"])
+            .args(["--control-plane", &cp.grpc])
+            .arg("--control-plane-root")
+            .arg(cp.data_dir.join("admin/root-cert.pem"))
+            .env("MESHWARD_JOIN_TOKEN", "mwjt_forged")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(
+        || {
+            let body = http_get("127.0.20.5:15014", "/metrics").1;
+            sample(&body, "citadel_server_authentication_failure_count").unwrap_or(0.0) >= 1.0
+        },
+        "an authentication failure",
+    );
+    let body = http_get("127.0.20.5:15014", "/metrics").1;
+    assert!(
+        sample(&body, "citadel_server_csr_count").unwrap() >= 1.0,
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "citadel_server_success_cert_issuance_count"),
+        Some(0.0)
+    );
 }

@@ -11,6 +11,8 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::debug;
 
+use crate::metrics;
+
 /// How long one monitoring connection may stay open.
 const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -41,22 +43,17 @@ fn route(req: &Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>> 
     }
     match req.uri().path() {
         "/healthz" | "/ready" => text(StatusCode::OK, "ok\n".into()),
-        "/metrics" => {
-            let mut body = String::new();
-            match prometheus_client::encoding::text::encode(&mut body, registry) {
-                Ok(()) => {
-                    let mut response = text(StatusCode::OK, body);
-                    response.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        header::HeaderValue::from_static(
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        ),
-                    );
-                    response
-                }
-                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        "/metrics" => match metrics::render(registry) {
+            Ok(body) => {
+                let mut response = text(StatusCode::OK, body);
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static(metrics::CONTENT_TYPE),
+                );
+                response
             }
-        }
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        },
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }

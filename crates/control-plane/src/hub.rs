@@ -2,15 +2,28 @@
 //!
 //! Each workload has a `watch` channel holding its latest view. A recompilation compares every
 //! new view with the published one (ignoring the version) and publishes, with a new version,
-//! only those that changed: a proxy is pushed exactly when what it needs changed.
+//! only those that changed: a proxy is pushed exactly when what it needs changed. Each view
+//! carries the instant of the configuration change that produced it, from which the push
+//! convergence time is measured.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use meshward_api::v1::ProxyView;
 use tokio::sync::watch;
+
+/// A published view and when the configuration change behind it happened.
+#[derive(Debug, Clone)]
+pub(crate) struct Published {
+    /// The view, with its version.
+    pub(crate) view: Arc<ProxyView>,
+    /// The first configuration change since the previous compilation (the compilation
+    /// itself when none was recorded, e.g. at start).
+    pub(crate) changed_at: Instant,
+}
 
 /// The latest view of every workload, one channel per workload.
 #[derive(Debug, Clone, Default)]
@@ -22,7 +35,9 @@ pub(crate) struct Hub {
 struct HubState {
     /// The last version handed out, mesh-wide, so versions never repeat across workloads.
     version: u64,
-    channels: HashMap<String, watch::Sender<Option<Arc<ProxyView>>>>,
+    /// The first configuration change not compiled yet.
+    pending_change: Option<Instant>,
+    channels: HashMap<String, watch::Sender<Option<Published>>>,
 }
 
 impl Hub {
@@ -31,6 +46,7 @@ impl Hub {
     /// told nothing new. Returns how many views changed.
     pub(crate) fn publish(&self, views: HashMap<String, ProxyView>) -> usize {
         let mut state = self.lock();
+        let changed_at = state.pending_change.take().unwrap_or_else(Instant::now);
         let mut changed = 0;
         for (workload, mut view) in views {
             let sender = state
@@ -38,22 +54,31 @@ impl Hub {
                 .entry(workload)
                 .or_insert_with(|| watch::channel(None).0)
                 .clone();
-            let same = sender.borrow().as_deref().is_some_and(|old| {
-                view.version = old.version;
-                *old == view
+            let same = sender.borrow().as_ref().is_some_and(|old| {
+                view.version = old.view.version;
+                *old.view == view
             });
             if !same {
                 state.version += 1;
                 view.version = state.version;
-                sender.send_replace(Some(Arc::new(view)));
+                sender.send_replace(Some(Published {
+                    view: Arc::new(view),
+                    changed_at,
+                }));
                 changed += 1;
             }
         }
         changed
     }
 
+    /// Records that the configuration changed now; the next [`publish`](Self::publish) stamps
+    /// its views with the first such instant.
+    pub(crate) fn config_changed(&self) {
+        self.lock().pending_change.get_or_insert_with(Instant::now);
+    }
+
     /// Subscribes to the views of `workload` (`name.namespace`), which may not exist yet.
-    pub(crate) fn subscribe(&self, workload: &str) -> watch::Receiver<Option<Arc<ProxyView>>> {
+    pub(crate) fn subscribe(&self, workload: &str) -> watch::Receiver<Option<Published>> {
         let mut state = self.lock();
         state
             .channels
@@ -92,17 +117,29 @@ mod tests {
             HashMap::from([("a.ns".to_owned(), view(x)), ("b.ns".to_owned(), view(y))])
         };
         assert_eq!(hub.publish(views("1", "2")), 2);
-        let (va, vb) = (
-            a.borrow().as_ref().unwrap().version,
-            b.borrow().as_ref().unwrap().version,
-        );
+        let version = |rx: &watch::Receiver<Option<Published>>| {
+            rx.borrow().as_ref().map(|p| p.view.version).unwrap()
+        };
+        let (va, vb) = (version(&a), version(&b));
         assert_eq!(
             hub.publish(views("1", "2")),
             0,
             "identical views are not pushed"
         );
         assert_eq!(hub.publish(views("1", "3")), 1);
-        assert_eq!(a.borrow().as_ref().unwrap().version, va);
-        assert!(b.borrow().as_ref().unwrap().version > vb);
+        assert_eq!(version(&a), va);
+        assert!(version(&b) > vb);
+    }
+
+    #[test]
+    fn views_carry_the_first_change_since_the_last_compilation() {
+        let hub = Hub::default();
+        let rx = hub.subscribe("a.ns");
+        hub.config_changed();
+        let first = hub.lock().pending_change.unwrap();
+        hub.config_changed();
+        hub.publish(HashMap::from([("a.ns".to_owned(), view("1"))]));
+        assert_eq!(rx.borrow().as_ref().unwrap().changed_at, first);
+        assert!(hub.lock().pending_change.is_none());
     }
 }

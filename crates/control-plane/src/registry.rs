@@ -4,6 +4,7 @@
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use meshward_api::v1;
@@ -25,6 +26,10 @@ pub struct ProxyRecord {
     pub cert_not_after: i64,
     /// Whether its discovery stream is open now.
     pub connected: bool,
+    /// When a view was last sent to it, Unix milliseconds (0: never).
+    pub last_sent_ms: i64,
+    /// When it last acknowledged a view, Unix milliseconds (0: never).
+    pub last_acked_ms: i64,
 }
 
 /// The registry, shared by the discovery and admin services.
@@ -57,6 +62,13 @@ impl Registry {
     }
 }
 
+/// Now, Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 impl From<ProxyRecord> for v1::ProxyStatus {
     fn from(r: ProxyRecord) -> Self {
         let (workload, namespace) = match r.workload.split_once('.') {
@@ -72,6 +84,8 @@ impl From<ProxyRecord> for v1::ProxyStatus {
             nack_reason: r.nack_reason,
             cert_not_after: r.cert_not_after,
             connected: r.connected,
+            last_sent_ms: r.last_sent_ms,
+            last_acked_ms: r.last_acked_ms,
         }
     }
 }

@@ -141,6 +141,84 @@ fn json_reply(value: &serde_json::Value) -> Response<Body> {
     resp
 }
 
+/// `/certs`: the summary of the current certificate, and each certificate of the chain and of
+/// the trust bundle in Envoy's `/certs` shape (`cert_chain`, `ca_cert`) with its serial
+/// number, subject, SANs and validity.
+fn certs_dump(creds: Option<&crate::creds::Credentials>) -> serde_json::Value {
+    let Some(creds) = creds else {
+        return json!({ "certificate": null, "certificates": [] });
+    };
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let chain: Vec<_> = creds
+        .chain()
+        .iter()
+        .map(|der| cert_details(der, now, None))
+        .collect();
+    let roots: Vec<_> = creds
+        .bundles()
+        .iter()
+        .flat_map(|bundle| {
+            let domain = bundle.trust_domain().to_string();
+            bundle
+                .roots()
+                .iter()
+                .map(move |der| cert_details(der, now, Some(&domain)))
+        })
+        .collect();
+    json!({
+        "certificate": creds.summary(),
+        "certificates": [{ "cert_chain": chain, "ca_cert": roots }],
+    })
+}
+
+/// One certificate as Envoy's `/certs` describes it (serial number in hex without leading
+/// zeros, validity in RFC 3339), plus its subject, its validity in Unix seconds and, for a
+/// root, its trust domain.
+fn cert_details(
+    der: &rustls_pki_types::CertificateDer<'_>,
+    now: i64,
+    trust_domain: Option<&str>,
+) -> serde_json::Value {
+    let info = match meshward_identity::describe(der) {
+        Ok(info) => info,
+        Err(e) => return json!({ "error": e.to_string() }),
+    };
+    let serial: String = info.serial.chars().filter(|c| *c != ':').collect();
+    let serial = match serial.trim_start_matches('0') {
+        "" => "0".to_owned(),
+        trimmed => trimmed.to_owned(),
+    };
+    let sans: Vec<_> = info
+        .sans
+        .iter()
+        .map(|san| match san.split_once(':') {
+            Some(("URI", v)) => json!({ "uri": v }),
+            Some(("DNS", v)) => json!({ "dns": v }),
+            Some(("IP", v)) => json!({ "ip_address": v }),
+            _ => json!({ "other": san }),
+        })
+        .collect();
+    let mut details = json!({
+        "serial_number": serial,
+        "subject": info.subject,
+        "issuer": info.issuer,
+        "subject_alt_names": sans,
+        "valid_from": info.not_before,
+        "expiration_time": info.not_after,
+        "days_until_expiration": ((info.not_after_unix - now) / 86_400).max(0),
+        "expiration_time_unix": info.not_after_unix,
+    });
+    if let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) {
+        details["valid_from_unix"] = json!(cert.validity().not_before.timestamp());
+    }
+    if let Some(domain) = trust_domain {
+        details["trust_domain"] = json!(domain);
+    }
+    details
+}
+
 impl Admin {
     fn route(&self, req: &Request<Incoming>) -> Response<Body> {
         let certs = || self.health.creds.borrow().as_ref().map(|c| c.summary());
@@ -155,7 +233,10 @@ impl Admin {
                     "ready": self.health.check().err().unwrap_or_else(|| "ready".to_owned()),
                 }))
             }
-            (&Method::GET, "/certs") => json_reply(&json!({ "certificate": certs() })),
+            (&Method::GET, "/certs") => {
+                let creds = self.health.creds.borrow().clone();
+                json_reply(&certs_dump(creds.as_deref()))
+            }
             (&Method::GET, "/stats/prometheus") => {
                 let mut resp = Response::new(full(self.metrics.render()));
                 resp.headers_mut().insert(

@@ -95,7 +95,9 @@ impl Admin for AdminService {
             .store
             .delete(&key)
             .map_err(|e| Status::internal(e.to_string()))?;
-        if !existed {
+        if existed {
+            self.0.hub.config_changed();
+        } else {
             return Err(Status::not_found(format!(
                 "{} {}/{} not found",
                 key.kind, key.namespace, key.name
@@ -173,6 +175,9 @@ pub(crate) fn apply_files(shared: &Shared, files: &[SourceFile]) -> Result<Apply
         .store
         .apply_files(&pairs)
         .map_err(|e| Status::invalid_argument(store_error(&e)))?;
+    if !applied.created.is_empty() || !applied.updated.is_empty() {
+        shared.hub.config_changed();
+    }
     let mut response = ApplyResponse {
         revision: applied.revision.0,
         results: Vec::new(),

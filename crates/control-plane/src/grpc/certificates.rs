@@ -7,12 +7,12 @@
 use std::{sync::Arc, time::Duration};
 
 use meshward_api::v1::{SignRequest, SignResponse, certificates_server::Certificates};
-use meshward_ca::MAX_CSR_BYTES;
+use meshward_ca::{MAX_CSR_BYTES, SignError};
 use meshward_identity::SpiffeId;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::{Shared, tls};
+use crate::{Shared, metrics::ErrorLabel, tls};
 
 /// The signing service.
 #[derive(Debug, Clone)]
@@ -62,7 +62,14 @@ impl Certificates for CertificateService {
             s => Some(Duration::from_secs(s)),
         };
         let issued = shared.ca.sign(&req.csr_der, &identity, ttl).map_err(|e| {
-            shared.metrics.csr_parsing_err_count.inc();
+            match sign_error_type(&e) {
+                None => shared.metrics.csr_parsing_err_count.inc(),
+                Some(error) => shared
+                    .metrics
+                    .csr_sign_err_count
+                    .get_or_create(&ErrorLabel { error })
+                    .inc(),
+            }
             Status::invalid_argument(e.to_string())
         })?;
         if !req.join_token.is_empty() {
@@ -80,5 +87,24 @@ impl Certificates for CertificateService {
             trust_bundle_pem: shared.ca.roots_pem(),
             identity: identity.to_string(),
         }))
+    }
+}
+
+/// Istio's error type of a CSR that could not be signed (`citadel_server_csr_sign_err_count`'s
+/// `error` label); `None` for a CSR that is malformed or carries an unacceptable key, counted
+/// in `citadel_server_csr_parsing_err_count` instead.
+fn sign_error_type(e: &SignError) -> Option<&'static str> {
+    match e {
+        SignError::TooLarge { .. }
+        | SignError::Malformed(_)
+        | SignError::BadSignature(_)
+        | SignError::UnsupportedKey(_)
+        | SignError::WeakRsaKey { .. } => None,
+        SignError::ZeroTtl | SignError::TtlTooLong { .. } | SignError::OutlivesCa { .. } => {
+            Some("TTL_ERROR")
+        }
+        SignError::WrongTrustDomain { .. } => Some("CSR_ERROR"),
+        // `Issue`, and whatever the CA learns to refuse later.
+        _ => Some("CERT_GEN_ERROR"),
     }
 }

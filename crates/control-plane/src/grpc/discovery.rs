@@ -1,6 +1,6 @@
 //! `Discovery.Stream`: pushes each proxy its view, and records what it acknowledges.
 
-use std::{pin::Pin, sync::Arc};
+use std::{collections::VecDeque, pin::Pin, sync::Arc, time::Instant};
 
 use meshward_api::v1::{
     Ack, DiscoveryRequest, ProxyView, discovery_request::Kind, discovery_server::Discovery,
@@ -10,7 +10,12 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use crate::{Shared, tls};
+use crate::{
+    Shared,
+    hub::Published,
+    metrics::{TypeLabel, VersionLabel},
+    tls,
+};
 
 /// The discovery service.
 #[derive(Debug, Clone)]
@@ -56,16 +61,46 @@ impl Discovery for DiscoveryService {
             r.version_acked = r.version_acked.max(hello.version);
         });
         shared.metrics.connected_proxies.inc();
+        let clients = VersionLabel {
+            version: env!("CARGO_PKG_VERSION"),
+        };
+        shared.metrics.xds_clients.get_or_create(&clients).inc();
+        let opened = Instant::now();
         let mut views = shared.hub.subscribe(&workload);
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
+            let metrics = &shared.metrics;
+            let mut last: Option<Arc<ProxyView>> = None;
+            let mut pending: VecDeque<Pending> = VecDeque::new();
             'push: loop {
-                let view = views.borrow_and_update().clone();
-                if let Some(view) = view {
-                    registry.update(&workload, |r| r.version_sent = view.version);
+                let published = views.borrow_and_update().clone();
+                if let Some(Published { view, changed_at }) = published {
+                    let types = push_types(last.as_deref(), &view);
+                    for &ty in &types {
+                        metrics
+                            .xds_pushes
+                            .get_or_create(&TypeLabel { r#type: ty })
+                            .inc();
+                    }
+                    // Only a change made while the stream was open measures convergence; the
+                    // first view of a new stream measures the connection, not the change.
+                    let since = (changed_at >= opened).then_some(changed_at);
+                    if pending.len() == MAX_PENDING {
+                        pending.pop_front();
+                    }
+                    pending.push_back(Pending {
+                        version: view.version,
+                        types,
+                        since,
+                    });
+                    registry.update(&workload, |r| {
+                        r.version_sent = view.version;
+                        r.last_sent_ms = crate::registry::now_ms();
+                    });
                     if tx.send(Ok(view.as_ref().clone())).await.is_err() {
                         break;
                     }
+                    last = Some(view);
                 }
                 // Record acks until the view changes or the stream ends.
                 loop {
@@ -76,6 +111,7 @@ impl Discovery for DiscoveryService {
                         },
                         message = inbound.next() => match message {
                             Some(Ok(DiscoveryRequest { kind: Some(Kind::Ack(ack)) })) => {
+                                settle(&shared, &mut pending, &ack);
                                 record_ack(&registry, &workload, ack);
                             }
                             _ => break 'push,
@@ -85,11 +121,93 @@ impl Discovery for DiscoveryService {
             }
             registry.update(&workload, |r| r.connected = false);
             shared.metrics.connected_proxies.dec();
+            shared.metrics.xds_clients.get_or_create(&clients).dec();
             info!(%workload, "proxy disconnected");
         });
         Ok(Response::new(
             Box::pin(ReceiverStream::new(rx)) as ViewStream
         ))
+    }
+}
+
+/// At most this many pushes await an answer on one stream; older ones are forgotten.
+const MAX_PENDING: usize = 64;
+
+/// A view sent and not answered yet.
+#[derive(Debug)]
+struct Pending {
+    version: u64,
+    /// What it changed, as xDS types.
+    types: Vec<&'static str>,
+    /// The configuration change it carries, when that happened while the stream was open.
+    since: Option<Instant>,
+}
+
+/// What a view changes for the proxy, named as the xDS types Envoy would receive: `lds` for
+/// the inbound side (ports, modes, policies), `cds` for the services and their TLS, `eds` for
+/// their endpoints, `sds` for the trust bundle. Everything for the first view of a stream.
+fn push_types(last: Option<&ProxyView>, view: &ProxyView) -> Vec<&'static str> {
+    let Some(last) = last else {
+        return vec!["lds", "cds", "eds", "sds"];
+    };
+    let without_endpoints = |v: &ProxyView| {
+        let mut services = v.services.clone();
+        for port in services.iter_mut().flat_map(|s| s.ports.iter_mut()) {
+            port.endpoints.clear();
+        }
+        services
+    };
+    fn endpoints(v: &ProxyView) -> Vec<&Vec<meshward_api::v1::Endpoint>> {
+        v.services
+            .iter()
+            .flat_map(|s| s.ports.iter().map(|p| &p.endpoints))
+            .collect()
+    }
+    let mut types = Vec::new();
+    if last.workload != view.workload {
+        types.push("lds");
+    }
+    if without_endpoints(last) != without_endpoints(view) {
+        types.push("cds");
+    }
+    if endpoints(last) != endpoints(view) {
+        types.push("eds");
+    }
+    if last.trust_bundle_pem != view.trust_bundle_pem || last.trust_domain != view.trust_domain {
+        types.push("sds");
+    }
+    if types.is_empty() {
+        // A field none of the above covers: the proxy's own settings.
+        types.push("lds");
+    }
+    types
+}
+
+/// Settles the push that `ack` answers: an ACK observes its convergence time, a NACK counts as
+/// a rejection of every type it changed.
+fn settle(shared: &Shared, pending: &mut VecDeque<Pending>, ack: &Ack) {
+    let Some(at) = pending.iter().position(|p| p.version == ack.version) else {
+        return;
+    };
+    let answered: Vec<Pending> = pending.drain(..=at).collect();
+    let Some(push) = answered.last() else {
+        return;
+    };
+    if ack.nack_reason.is_empty() {
+        if let Some(since) = answered.iter().filter_map(|p| p.since).min() {
+            shared
+                .metrics
+                .convergence_time
+                .observe(since.elapsed().as_secs_f64());
+        }
+    } else {
+        for &ty in &push.types {
+            shared
+                .metrics
+                .xds_rejects
+                .get_or_create(&TypeLabel { r#type: ty })
+                .inc();
+        }
     }
 }
 
@@ -102,7 +220,52 @@ fn record_ack(registry: &crate::registry::Registry, workload: &str, ack: Ack) {
     registry.update(workload, |r| {
         if ack.nack_reason.is_empty() {
             r.version_acked = ack.version;
+            r.last_acked_ms = crate::registry::now_ms();
         }
         r.nack_reason = ack.nack_reason;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshward_api::v1::{Endpoint, ServicePort, ServiceView, WorkloadView};
+
+    fn view(mode_source: &str, endpoint: &str, bundle: &str) -> ProxyView {
+        ProxyView {
+            workload: Some(WorkloadView {
+                address: mode_source.into(),
+                ..WorkloadView::default()
+            }),
+            services: vec![ServiceView {
+                host: "svc".into(),
+                ports: vec![ServicePort {
+                    port: 80,
+                    endpoints: vec![Endpoint {
+                        address: endpoint.into(),
+                        ..Endpoint::default()
+                    }],
+                    ..ServicePort::default()
+                }],
+                ..ServiceView::default()
+            }],
+            trust_bundle_pem: bundle.into(),
+            ..ProxyView::default()
+        }
+    }
+
+    #[test]
+    fn push_types_name_what_changed() {
+        let base = view("a", "1", "root");
+        assert_eq!(push_types(None, &base), ["lds", "cds", "eds", "sds"]);
+        assert_eq!(push_types(Some(&base), &view("b", "1", "root")), ["lds"]);
+        assert_eq!(push_types(Some(&base), &view("a", "2", "root")), ["eds"]);
+        assert_eq!(push_types(Some(&base), &view("a", "1", "new")), ["sds"]);
+        let mut renamed = base.clone();
+        renamed.services[0].host = "other".into();
+        assert_eq!(push_types(Some(&base), &renamed), ["cds"]);
+        let mut versioned = base.clone();
+        versioned.version = 9;
+        assert_eq!(push_types(Some(&base), &versioned), ["lds"]);
+    }
 }
