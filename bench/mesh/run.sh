@@ -421,7 +421,12 @@ measure() { # CONTENDER
     record "$c" conn_server_b $((($(rss_kib "$SERVER_PID") - sb) * 1024 / IDLE_CONNS))
     kill -TERM "$idle_pid" 2>/dev/null || true
     wait "$idle_pid" 2>/dev/null || true
-    sleep 0.5
+    # A fresh pair for the load: memory kept by the allocators after thousands of connections
+    # would otherwise count as memory under load.
+    for p in $(proxies); do stop "$p"; done
+    "up_$c"
+    wait_http "http://$TARGET/"
+    timeout "$bound" "$LOAD" rate --target "$TARGET" --rate 500 --duration 0.5 --warmup 0 --connections 8 >/dev/null
   fi
 
   for rate in 1000 5000; do
