@@ -499,6 +499,18 @@ profile() { # CONTENDER
     } | grep -v -e '^#' -e '^$' | cut -c1-160 >"$data.txt" || true
     rm -f "$data.data"
   done
+  # System calls and context switches of the pair per request at 5000 req/s.
+  local out sent
+  timeout 60 perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$pids" \
+    -o "$W/perf-$c-stat.csv" -- sleep "$RATE_S" >/dev/null 2>&1 &
+  perf_pid=$!
+  out=$(timeout 60 "$LOAD" rate --target "$TARGET" --rate 5000 --duration "$RATE_S" --warmup 0 --connections 32)
+  wait "$perf_pid" || true
+  sent=$(field sent "$out")
+  if ((sent > 0)) && [[ -s $W/perf-$c-stat.csv ]]; then
+    record "$c" syscalls_per_req "$(awk -F, -v n="$sent" '$3 ~ /raw_syscalls/ {print $1 / n}' "$W/perf-$c-stat.csv")"
+    record "$c" cswitch_per_req "$(awk -F, -v n="$sent" '$3 ~ /context-switches/ {print $1 / n}' "$W/perf-$c-stat.csv")"
+  fi
   log "  perf: summaries in $W/perf-$c-{rate,conn,bulk}.txt"
 }
 

@@ -418,6 +418,14 @@ const METRICS: &[(&str, &str)] = &[
         "conn_server_b",
         "RSS per idle connection, server-side proxy (bytes)",
     ),
+    (
+        "syscalls_per_req",
+        "system calls of the pair per request at 5 000 req/s (perf, last run)",
+    ),
+    (
+        "cswitch_per_req",
+        "context switches of the pair per request at 5 000 req/s (perf, last run)",
+    ),
     ("errors", "failed requests (all runs, summed)"),
 ];
 
