@@ -10,6 +10,8 @@ mod networking;
 mod security;
 mod workloads;
 
+pub use workloads::ACCESS_LOG_ANNOTATION;
+
 /// One problem in a resource, before it is placed in its source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Issue {
@@ -65,7 +67,10 @@ pub fn validate(resource: &Resource) -> Vec<Issue> {
         Resource::Gateway(o) => networking::gateway(&o.spec, &mut issues),
         Resource::WorkloadEntry(o) => workloads::workload_entry(&o.spec, "spec", &mut issues),
         Resource::Service(o) => workloads::service(&o.spec, &mut issues),
-        Resource::Workload(o) => workloads::workload(&o.spec, &mut issues),
+        Resource::Workload(o) => {
+            workloads::workload(&o.spec, &mut issues);
+            workloads::workload_annotations(&o.metadata, &mut issues);
+        }
         Resource::MeshConfig(o) => workloads::mesh_config(&o.spec, &mut issues),
         Resource::Namespace(_) => {}
     }

@@ -6,8 +6,8 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use meshward_api::v1::{
-    Endpoint, InboundPort, MtlsMode as WireMtls, ProxyView, ServicePort, ServiceView,
-    TlsMode as WireTls, WorkloadView,
+    AccessLog, Endpoint, InboundPort, MtlsMode as WireMtls, ProxyView, ServicePort, ServiceRef,
+    ServiceView, TlsMode as WireTls, WorkloadMeta, WorkloadView,
 };
 use meshward_config::{
     Mesh, WorkloadInstance,
@@ -18,7 +18,11 @@ use meshward_config::{
         protocol::{PortProtocol, port_protocol},
         tls::Client,
     },
-    resources::{destination_rule::ClientTlsMode, peer_authentication::MtlsMode},
+    resources::{
+        destination_rule::ClientTlsMode, mesh_config::AccessLogEncoding,
+        peer_authentication::MtlsMode,
+    },
+    validate::ACCESS_LOG_ANNOTATION,
 };
 use meshward_store::Store;
 use tracing::{info, warn};
@@ -80,24 +84,102 @@ pub(crate) fn views(
     trust_domain: &str,
     bundle_pem: &str,
 ) -> HashMap<String, ProxyView> {
+    let metas: Vec<WorkloadMeta> = mesh
+        .workloads()
+        .iter()
+        .map(|w| workload_meta(w, trust_domain))
+        .collect();
+    let served = served_services(mesh);
     mesh.workloads()
         .iter()
-        .filter(|w| w.sidecar)
-        .map(|w| {
+        .zip(&metas)
+        .filter(|(w, _)| w.sidecar)
+        .map(|(w, meta)| {
+            // The hub sets the version.
             let view = ProxyView {
-                version: 0,
-                workload: Some(workload_view(mesh, w)),
+                workload: Some(workload_view(mesh, w, meta, &served)),
                 services: services_for(mesh, w),
                 trust_bundle_pem: bundle_pem.to_owned(),
                 trust_domain: trust_domain.to_owned(),
+                workloads: metas.clone(),
+                ..ProxyView::default()
             };
             (format!("{}.{}", w.name, w.namespace), view)
         })
         .collect()
 }
 
-fn workload_view(mesh: &Mesh, w: &WorkloadInstance) -> WorkloadView {
+/// What telemetry labels say about a workload, with Istio's rules for the canonical service
+/// and revision.
+fn workload_meta(w: &WorkloadInstance, trust_domain: &str) -> WorkloadMeta {
+    let label = |key: &str| w.labels.get(key).filter(|v| !v.is_empty()).cloned();
+    WorkloadMeta {
+        name: w.name.clone(),
+        namespace: w.namespace.clone(),
+        identity: w.spiffe_id(trust_domain),
+        address: w.address.clone().unwrap_or_default(),
+        app: label("app").unwrap_or_default(),
+        version: label("version").unwrap_or_default(),
+        canonical_service: label("service.istio.io/canonical-name")
+            .or_else(|| label("app.kubernetes.io/name"))
+            .or_else(|| label("app"))
+            .unwrap_or_else(|| w.name.clone()),
+        canonical_revision: label("service.istio.io/canonical-revision")
+            .or_else(|| label("app.kubernetes.io/version"))
+            .or_else(|| label("version"))
+            .unwrap_or_else(|| "latest".to_owned()),
+    }
+}
+
+/// `(namespace, workload, target port)` → the first Service that sends traffic there.
+type Served = HashMap<(String, String, u16), ServiceRef>;
+
+fn served_services(mesh: &Mesh) -> Served {
+    let mut served = Served::new();
+    for entry in mesh.services() {
+        let name = &entry.object.metadata.name;
+        let namespace = entry.namespace();
+        let destination = Destination::Service(entry);
+        for port in destination.ports() {
+            for ep in mesh.endpoints(&destination, port) {
+                let Some(w) = ep.workload else { continue };
+                served
+                    .entry((w.namespace.clone(), w.name.clone(), ep.port))
+                    .or_insert_with(|| ServiceRef {
+                        host: service_fqdn(name, namespace),
+                        name: name.clone(),
+                        namespace: namespace.to_owned(),
+                    });
+            }
+        }
+    }
+    served
+}
+
+/// The workload's access logs: its `meshward.io/access-log` annotation, else MeshConfig.
+fn access_log(mesh: &Mesh, w: &WorkloadInstance) -> AccessLog {
+    match w.annotations.get(ACCESS_LOG_ANNOTATION).map(String::as_str) {
+        Some("off") => AccessLog::Off,
+        Some("text") => AccessLog::Text,
+        Some("json") => AccessLog::Json,
+        // Validation refuses other values; MeshConfig decides otherwise.
+        _ => match mesh.config().access_log() {
+            None => AccessLog::Off,
+            Some(AccessLogEncoding::Text) => AccessLog::Text,
+            Some(AccessLogEncoding::Json) => AccessLog::Json,
+        },
+    }
+}
+
+fn workload_view(
+    mesh: &Mesh,
+    w: &WorkloadInstance,
+    meta: &WorkloadMeta,
+    served: &Served,
+) -> WorkloadView {
     WorkloadView {
+        meta: Some(meta.clone()),
+        access_log: access_log(mesh, w) as i32,
         authorization_json: authorization_json(mesh, w),
         path_normalization_json: mesh
             .config()
@@ -121,6 +203,9 @@ fn workload_view(mesh: &Mesh, w: &WorkloadInstance) -> WorkloadView {
                     mode_source: effective.source.to_string(),
                     name: p.name.clone().unwrap_or_default(),
                     opaque: protocol == PortProtocol::Tcp,
+                    service: served
+                        .get(&(w.namespace.clone(), w.name.clone(), port))
+                        .cloned(),
                 })
             })
             .collect(),
@@ -244,5 +329,104 @@ fn wire_tls(mode: ClientTlsMode) -> WireTls {
         ClientTlsMode::Simple => WireTls::Simple,
         ClientTlsMode::Mutual => WireTls::Mutual,
         ClientTlsMode::IstioMutual => WireTls::IstioMutual,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshward_config::{Limits, parse_stream};
+
+    const MESH: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    accessLogFile: /dev/stdout
+---
+apiVersion: meshward.io/v1alpha1
+kind: Workload
+metadata:
+  name: web-1
+  namespace: shop
+  labels: {app: web, version: v2}
+spec:
+  serviceAccount: web
+  sidecar: true
+  address: 127.0.10.1
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: meshward.io/v1alpha1
+kind: Workload
+metadata:
+  name: db
+  namespace: shop
+  labels: {app.kubernetes.io/name: database}
+  annotations: {meshward.io/access-log: json}
+spec:
+  serviceAccount: db
+  sidecar: true
+  address: 127.0.10.2
+  ports: [{name: tcp, port: 5432}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"#;
+
+    fn compiled() -> HashMap<String, ProxyView> {
+        let docs = parse_stream("mesh.yaml", MESH, &Limits::default())
+            .into_documents()
+            .unwrap();
+        let mesh = Mesh::new(docs).unwrap();
+        views(&mesh, "cluster.local", "")
+    }
+
+    #[test]
+    fn views_carry_telemetry_metadata_and_access_logs() {
+        let views = compiled();
+        let web = &views["web-1.shop"];
+        let workload = web.workload.as_ref().unwrap();
+        let meta = workload.meta.as_ref().unwrap();
+        assert_eq!(
+            (meta.name.as_str(), meta.app.as_str(), meta.version.as_str()),
+            ("web-1", "web", "v2")
+        );
+        assert_eq!(meta.identity, "spiffe://cluster.local/ns/shop/sa/web");
+        assert_eq!(
+            (
+                meta.canonical_service.as_str(),
+                meta.canonical_revision.as_str()
+            ),
+            ("web", "v2")
+        );
+        // The port the Service targets names it; MeshConfig turns TEXT logs on.
+        let service = workload.ports[0].service.as_ref().unwrap();
+        assert_eq!(service.host, "web.shop.svc.cluster.local");
+        assert_eq!(
+            (service.name.as_str(), service.namespace.as_str()),
+            ("web", "shop")
+        );
+        assert_eq!(workload.access_log, AccessLog::Text as i32);
+        // Every workload is listed for peer labels.
+        assert_eq!(web.workloads.len(), 2);
+
+        let db = views["db.shop"].workload.as_ref().unwrap();
+        let meta = db.meta.as_ref().unwrap();
+        assert_eq!(meta.app, "");
+        assert_eq!(
+            (
+                meta.canonical_service.as_str(),
+                meta.canonical_revision.as_str()
+            ),
+            ("database", "latest")
+        );
+        assert!(db.ports[0].service.is_none());
+        // The annotation overrides MeshConfig.
+        assert_eq!(db.access_log, AccessLog::Json as i32);
     }
 }

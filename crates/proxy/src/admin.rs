@@ -1,6 +1,7 @@
-//! Health and admin HTTP: `/healthz/ready` on the readiness port, and on the admin port (to
-//! loopback clients only) `/config_dump`, `/certs`, `/stats/prometheus`, `/logging?level=` and
-//! `/quitquitquit`.
+//! Health and admin HTTP: `/healthz/ready` on the readiness port, `/stats/prometheus` on the
+//! stats port (Istio's 15090, for any scraper), and on the admin port (to loopback clients
+//! only) `/config_dump`, `/certs`, `/stats/prometheus`, `/stats/inbound` (STRICT readiness),
+//! `/logging?level=` and `/quitquitquit`.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -132,6 +133,40 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
 }
 
+/// What a listener of [`Admin::serve`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything, to loopback clients only.
+    Admin,
+    /// `/healthz/ready`, to anyone.
+    Ready,
+    /// `/stats/prometheus`, to anyone.
+    Stats,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Ready => "readiness",
+            Self::Stats => "stats",
+        }
+    }
+}
+
+/// The metrics page in the OpenMetrics text format, which is what the encoder writes (counter
+/// families typed under their name, samples with `_total`, `# EOF`).
+fn metrics_reply(metrics: &Metrics) -> Response<Body> {
+    let mut resp = Response::new(full(metrics.render()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    resp
+}
+
 fn json_reply(value: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(full(format!("{value:#}\n")));
     resp.headers_mut().insert(
@@ -237,13 +272,10 @@ impl Admin {
                 let creds = self.health.creds.borrow().clone();
                 json_reply(&certs_dump(creds.as_deref()))
             }
-            (&Method::GET, "/stats/prometheus") => {
-                let mut resp = Response::new(full(self.metrics.render()));
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
-                );
-                resp
+            (&Method::GET, "/stats/prometheus") => metrics_reply(&self.metrics),
+            (&Method::GET, "/stats/inbound") => {
+                let view = self.health.view.borrow().clone();
+                json_reply(&json!(self.metrics.inbound.report(&view.inbound)))
             }
             (&Method::POST | &Method::GET, "/logging") => self.logging(req),
             (&Method::POST, "/quitquitquit") => {
@@ -287,12 +319,11 @@ impl Admin {
         }
     }
 
-    /// Serves until `stop`; only loopback peers are answered unless `ready_only` (the
-    /// readiness port answers `/healthz/ready` to anyone).
-    pub async fn serve(self, listener: TcpListener, ready_only: bool, stop: CancellationToken) {
-        let what = if ready_only { "readiness" } else { "admin" };
-        accept_until(listener, stop.clone(), what, move |tcp, peer| {
-            tokio::spawn(self.clone().serve_conn(tcp, peer, ready_only, stop.clone()));
+    /// Serves `role` until `stop`: the admin port answers loopback peers only, the readiness
+    /// and stats ports answer their one path to anyone.
+    pub async fn serve(self, listener: TcpListener, role: Role, stop: CancellationToken) {
+        accept_until(listener, stop.clone(), role.name(), move |tcp, peer| {
+            tokio::spawn(self.clone().serve_conn(tcp, peer, role, stop.clone()));
         })
         .await;
     }
@@ -301,20 +332,21 @@ impl Admin {
         self,
         tcp: tokio::net::TcpStream,
         peer: SocketAddr,
-        ready_only: bool,
+        role: Role,
         stop: CancellationToken,
     ) {
         let svc = service_fn(move |req: Request<Incoming>| {
-            let resp = if ready_only {
-                if req.uri().path() == "/healthz/ready" {
-                    self.ready()
-                } else {
-                    reply(StatusCode::NOT_FOUND, "only /healthz/ready here")
+            let resp = match role {
+                Role::Ready if req.uri().path() == "/healthz/ready" => self.ready(),
+                Role::Ready => reply(StatusCode::NOT_FOUND, "only /healthz/ready here"),
+                Role::Stats if req.uri().path() == "/stats/prometheus" => {
+                    metrics_reply(&self.metrics)
                 }
-            } else if !peer.ip().is_loopback() {
-                reply(StatusCode::FORBIDDEN, "admin is for loopback clients only")
-            } else {
-                self.route(&req)
+                Role::Stats => reply(StatusCode::NOT_FOUND, "only /stats/prometheus here"),
+                Role::Admin if !peer.ip().is_loopback() => {
+                    reply(StatusCode::FORBIDDEN, "admin is for loopback clients only")
+                }
+                Role::Admin => self.route(&req),
             };
             async move { Ok::<_, Infallible>(resp) }
         });

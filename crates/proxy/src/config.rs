@@ -10,6 +10,8 @@ use std::time::Duration;
 use meshward_identity::{SpiffeId, TrustDomain};
 use serde::Serialize;
 
+pub use crate::access_log::{AccessLogFormat, AccessLogSink};
+
 /// A flag value that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -244,6 +246,12 @@ pub struct ProxyConfig {
     pub admin_port: u16,
     /// Readiness port; 0 disables it.
     pub ready_port: u16,
+    /// Istio's stats port (`/stats/prometheus` for anyone, as Envoy's 15090); 0 disables it.
+    pub stats_port: u16,
+    /// Forces the access log format; `None` follows the control plane (and is off standalone).
+    pub access_log: Option<AccessLogFormat>,
+    /// Where access log lines go.
+    pub access_log_sink: AccessLogSink,
     /// How long in-flight connections may run after a shutdown signal.
     pub drain_timeout: Duration,
     /// Data-path timeouts.

@@ -10,10 +10,13 @@
 //!   SPIFFE ID before a byte of the request is sent; and static upstream listeners.
 //! - **Credentials** ([`creds`]): a `watch` of the current rustls configs, empty (fail closed)
 //!   until the first certificate; fed by static files or the control plane ([`xds`]).
+//! - **Telemetry** ([`metrics`], [`access_log`], [`telemetry`]): Istio's standard metrics with
+//!   Istio's names and labels, Envoy-format or JSON access logs, STRICT readiness counters.
 //! - **Admin and health** ([`admin`]), and one drain primitive ([`drain`]) for shutdown.
 //!
 //! [`Proxy::start`] binds everything and returns a handle; `meshward proxy` drives it.
 
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod creds;
@@ -23,6 +26,7 @@ pub mod io;
 pub mod metrics;
 pub mod outbound;
 mod proxy;
+pub mod telemetry;
 pub mod tls;
 pub mod view;
 mod web;

@@ -21,9 +21,14 @@ use tokio_util::either::Either;
 
 use self::pool::Pool;
 use crate::config::Timeouts;
-use crate::creds::{CredsError, CredsReceiver};
+use crate::creds::{CredsError, CredsReceiver, peer_id};
 use crate::drain::Drain;
-use crate::view::{Route, View};
+use crate::metrics::labels::{
+    ConnLabels, Reporter, SecurityPolicy, ServiceLabels, WorkloadLabels, principal,
+};
+use crate::telemetry::{Link, LinkLog, Telemetry};
+use crate::tls::{failure_reason, session_names};
+use crate::view::{Route, Service, View};
 
 /// A connection to an upstream: plaintext or mTLS.
 pub type MeshStream = Either<TcpStream, TlsStream<TcpStream>>;
@@ -81,16 +86,19 @@ pub struct Outbound {
     timeouts: Timeouts,
     drain: Drain,
     pool: Arc<Pool>,
+    telemetry: Telemetry,
 }
 
 impl Outbound {
-    /// Outbound for the workload at `source`, with the given credentials and view.
+    /// Outbound for the workload at `source`, with the given credentials and view; requests
+    /// and connections are recorded in `telemetry`.
     pub fn new(
         source: IpAddr,
         creds: CredsReceiver,
         view: watch::Receiver<Arc<View>>,
         timeouts: Timeouts,
         drain: Drain,
+        telemetry: Telemetry,
     ) -> Arc<Self> {
         Arc::new(Self {
             source,
@@ -99,20 +107,89 @@ impl Outbound {
             timeouts,
             drain,
             pool: Arc::default(),
+            telemetry,
         })
+    }
+
+    /// What is fixed for one upstream connection toward `route` (for `service`, when it is one
+    /// of the view's): this workload as the source, the endpoint and the server's verified
+    /// identity as the destination, and log details. `http` names Istio's default route.
+    fn link(
+        &self,
+        service: Option<(&Service, u16)>,
+        route: &Route,
+        stream: &MeshStream,
+        http: bool,
+    ) -> Arc<Link> {
+        let view = Arc::clone(&self.view.borrow());
+        let t = &view.telemetry;
+        let (server, own, (version, cipher), local) = match stream {
+            Either::Right(tls) => {
+                let (tcp, session) = tls.get_ref();
+                (
+                    peer_id(session.peer_certificates()),
+                    self.creds.borrow().as_ref().map(|c| c.id().clone()),
+                    session_names(session),
+                    tcp.local_addr().ok(),
+                )
+            }
+            Either::Left(tcp) => (None, None, (None, None), tcp.local_addr().ok()),
+        };
+        let address = route.address();
+        let labels = ConnLabels::new(
+            Reporter::Source,
+            Arc::clone(&t.workload),
+            principal(own.as_ref()),
+            t.peers.endpoint(address.ip(), server.as_ref()),
+            principal(server.as_ref()),
+            SecurityPolicy::Unknown,
+        );
+        let log = LinkLog {
+            upstream_host: Some(address),
+            upstream_local: local,
+            upstream_cluster: service.map(|(s, port)| format!("outbound|{port}||{}", s.host)),
+            route_name: http.then_some("default"),
+            sni: None,
+            tls_version: version,
+            tls_cipher: cipher,
+            peer_principal: server.as_ref().map(|id| principal(Some(id))),
+        };
+        Link::new(
+            Arc::new(labels),
+            service.map_or_else(ServiceLabels::unknown, |(s, _)| s.labels()),
+            log,
+        )
+    }
+
+    /// The link of a request that never reached an upstream.
+    fn unreached(&self, service: Option<&Service>) -> Arc<Link> {
+        let workload = Arc::clone(&self.view.borrow().telemetry.workload);
+        let labels = ConnLabels::new(
+            Reporter::Source,
+            workload,
+            principal(None),
+            WorkloadLabels::unknown(),
+            principal(None),
+            SecurityPolicy::Unknown,
+        );
+        Link::new(
+            Arc::new(labels),
+            service.map_or_else(ServiceLabels::unknown, Service::labels),
+            LinkLog::default(),
+        )
     }
 
     /// Connects along `route`, offering `alpn` when it is mTLS.
     pub async fn connect(&self, route: &Route, alpn: &[u8]) -> Result<MeshStream, ConnectError> {
+        let metrics = self.telemetry.metrics();
         let tls = match route {
             Route::Plain { .. } => None,
             Route::Mtls { expected, .. } => {
                 // Credentials first: without them nothing is sent at all.
-                let creds = self
-                    .creds
-                    .borrow()
-                    .clone()
-                    .ok_or(ConnectError::NoCredentials)?;
+                let Some(creds) = self.creds.borrow().clone() else {
+                    metrics.record_tls_failure(true, "no_certificate");
+                    return Err(ConnectError::NoCredentials);
+                };
                 Some(creds.client_config(expected, alpn)?)
             }
         };
@@ -129,13 +206,20 @@ impl Outbound {
         // identity instead of a name.
         let name = ServerName::IpAddress(addr.ip().into());
         let handshake = TlsConnector::from(config).connect(name, tcp);
-        let tls = tokio::time::timeout(self.timeouts.handshake, handshake)
-            .await
-            .map_err(|_| ConnectError::Timeout(addr))?
-            .map_err(|err| ConnectError::Handshake {
-                addr,
-                reason: handshake_reason(&err),
-            })?;
+        let tls = match tokio::time::timeout(self.timeouts.handshake, handshake).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(err)) => {
+                metrics.record_tls_failure(true, failure_reason(&err));
+                return Err(ConnectError::Handshake {
+                    addr,
+                    reason: handshake_reason(&err),
+                });
+            }
+            Err(_) => {
+                metrics.record_tls_failure(true, "timeout");
+                return Err(ConnectError::Timeout(addr));
+            }
+        };
         Ok(Either::Right(tls))
     }
 }

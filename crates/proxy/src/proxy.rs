@@ -11,15 +11,18 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::AccessLog;
 pub use crate::admin::LogControl;
-use crate::admin::{Admin, Health, Status};
+use crate::admin::{Admin, Health, Role, Status};
 use crate::config::{IdentitySource, ProxyConfig};
 use crate::creds::{CredsStore, FileError, load_files, watch_files};
 use crate::drain::Drain;
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
+use crate::metrics::labels::WorkloadLabels;
 use crate::outbound::Outbound;
-use crate::view::View;
+use crate::telemetry::Telemetry;
+use crate::view::{TelemetryView, View};
 use crate::xds::discovery::Discovery;
 use crate::xds::{ControlPlane, XdsError, certify};
 
@@ -64,6 +67,8 @@ pub struct Bound {
     pub admin: Option<SocketAddr>,
     /// Readiness.
     pub ready: Option<SocketAddr>,
+    /// Istio's stats port.
+    pub stats: Option<SocketAddr>,
 }
 
 /// A running proxy.
@@ -98,7 +103,17 @@ impl Proxy {
             .workload
             .as_ref()
             .map_or_else(|| "default".to_owned(), |w| w.namespace.clone());
+        let workload = config
+            .workload
+            .as_ref()
+            .map_or_else(WorkloadLabels::unknown, |w| {
+                Arc::new(WorkloadLabels::named(&w.name, &w.namespace))
+            });
         let view = View {
+            telemetry: TelemetryView {
+                workload,
+                ..TelemetryView::default()
+            },
             authz: Default::default(),
             path_normalization: Default::default(),
             opaque: Default::default(),
@@ -114,6 +129,17 @@ impl Proxy {
         };
         let (view_tx, view_rx) = watch::channel(Arc::new(view));
         let (status_tx, status_rx) = watch::channel(Status::default());
+        let metrics = Arc::new(Metrics::default());
+        metrics.watch_certificate(creds.clone());
+        let telemetry = Telemetry::new(
+            Arc::clone(&metrics),
+            AccessLog::new(config.access_log, config.access_log_sink.clone()),
+        );
+        tokio::spawn(follow_access_log(
+            view_rx.clone(),
+            telemetry.clone(),
+            drain.token().clone(),
+        ));
 
         match &config.identity {
             IdentitySource::Files { cert, key, bundle } => {
@@ -148,6 +174,7 @@ impl Proxy {
                     join_token.clone(),
                     store.clone(),
                     status_tx.clone(),
+                    Arc::clone(&metrics),
                     drain.token().clone(),
                 ));
                 let discovery = Discovery {
@@ -163,7 +190,6 @@ impl Proxy {
         }
 
         let mut bound = Bound::default();
-        let metrics = Arc::new(Metrics::default());
         let inbound = Inbound::new(
             config.address,
             config.app_address,
@@ -171,7 +197,7 @@ impl Proxy {
             view_rx.clone(),
             config.timeouts,
             drain.clone(),
-            Arc::clone(&metrics),
+            telemetry.clone(),
         );
         bound.inbound = inbound.start().await.map_err(Error::Inbound)?;
 
@@ -181,6 +207,7 @@ impl Proxy {
             view_rx.clone(),
             config.timeouts,
             drain.clone(),
+            telemetry,
         );
         if config.outbound_port != 0 {
             let addr = SocketAddr::new(config.address, config.outbound_port);
@@ -210,26 +237,23 @@ impl Proxy {
             quit: quit.clone(),
             metrics,
         };
-        for (what, port, ready_only) in [
-            ("admin", config.admin_port, false),
-            ("readiness", config.ready_port, true),
+        for (what, port, role) in [
+            ("admin", config.admin_port, Role::Admin),
+            ("readiness", config.ready_port, Role::Ready),
+            ("stats", config.stats_port, Role::Stats),
         ] {
             if port == 0 {
                 continue;
             }
             let addr = SocketAddr::new(config.address, port);
             let listener = bind(what, addr).await?;
-            let local = listener.local_addr().unwrap_or(addr);
-            if ready_only {
-                bound.ready = Some(local);
-            } else {
-                bound.admin = Some(local);
+            let local = Some(listener.local_addr().unwrap_or(addr));
+            match role {
+                Role::Admin => bound.admin = local,
+                Role::Ready => bound.ready = local,
+                Role::Stats => bound.stats = local,
             }
-            tokio::spawn(
-                admin
-                    .clone()
-                    .serve(listener, ready_only, stop_admin.clone()),
-            );
+            tokio::spawn(admin.clone().serve(listener, role, stop_admin.clone()));
         }
 
         let summary = format!("{bound:?}");
@@ -265,5 +289,22 @@ impl Proxy {
         let clean = self.drain.drain(timeout).await;
         self.stop_admin.cancel();
         clean
+    }
+}
+
+/// Applies the access log format of each view (unless `--access-log` forced one).
+async fn follow_access_log(
+    mut view: watch::Receiver<Arc<View>>,
+    telemetry: Telemetry,
+    stop: CancellationToken,
+) {
+    loop {
+        if let Some(format) = view.borrow_and_update().telemetry.access_log {
+            telemetry.access_log().follow(format);
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = view.changed() => if changed.is_err() { return },
+        }
     }
 }

@@ -2,13 +2,14 @@
 //! 0-RTT, aws-lc-rs with the post-quantum hybrid group preferred, and the SPIFFE verifiers of
 //! `meshward-identity` on both sides.
 
+use std::io;
 use std::sync::Arc;
 
 use meshward_identity::{
     AllowedPeers, SpiffeClientVerifier, SpiffeId, SpiffeServerVerifier, TrustBundleSet,
     crypto_provider,
 };
-use rustls::{ClientConfig, ServerConfig};
+use rustls::{CertificateError, ClientConfig, CommonState, ProtocolVersion, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// The ALPN values that mark a ClientHello as mesh traffic (Istio's, so PERMISSIVE ports tell
@@ -76,9 +77,93 @@ pub fn client_config(
     Ok(config)
 }
 
+/// Why a handshake failed, as one of a few fixed words (a metric label): `timeout`,
+/// `connection_closed`, `no_client_certificate`, `certificate_expired`,
+/// `certificate_not_yet_valid`, `unknown_ca`, `certificate_rejected` (e.g. a SPIFFE ID not
+/// allowed), `bad_certificate`, `alert_received` (the peer refused ours), `peer_incompatible`,
+/// `protocol_error`, `io_error`, `other`.
+pub fn failure_reason(err: &io::Error) -> &'static str {
+    let Some(tls) = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return match err.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => "connection_closed",
+            io::ErrorKind::TimedOut => "timeout",
+            _ => "io_error",
+        };
+    };
+    match tls {
+        rustls::Error::NoCertificatesPresented => "no_client_certificate",
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "certificate_expired"
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "certificate_not_yet_valid"
+            }
+            CertificateError::UnknownIssuer => "unknown_ca",
+            CertificateError::Other(_)
+            | CertificateError::ApplicationVerificationFailure
+            | CertificateError::NotValidForName
+            | CertificateError::NotValidForNameContext { .. } => "certificate_rejected",
+            _ => "bad_certificate",
+        },
+        rustls::Error::AlertReceived(_) => "alert_received",
+        rustls::Error::PeerIncompatible(_) => "peer_incompatible",
+        rustls::Error::PeerMisbehaved(_)
+        | rustls::Error::InappropriateMessage { .. }
+        | rustls::Error::InappropriateHandshakeMessage { .. }
+        | rustls::Error::InvalidMessage(_) => "protocol_error",
+        _ => "other",
+    }
+}
+
+/// The negotiated version and cipher suite, as Envoy names them (`TLSv1.3`,
+/// `TLS_AES_128_GCM_SHA256`), for access logs.
+pub fn session_names(state: &CommonState) -> (Option<&'static str>, Option<&'static str>) {
+    let version = state.protocol_version().map(|v| match v {
+        ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        _ => "unknown",
+    });
+    let cipher = state
+        .negotiated_cipher_suite()
+        .and_then(|s| s.suite().as_str())
+        .map(|name| match name {
+            "TLS13_AES_128_GCM_SHA256" => "TLS_AES_128_GCM_SHA256",
+            "TLS13_AES_256_GCM_SHA384" => "TLS_AES_256_GCM_SHA384",
+            "TLS13_CHACHA20_POLY1305_SHA256" => "TLS_CHACHA20_POLY1305_SHA256",
+            other => other,
+        });
+    (version, cipher)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failure_reasons_are_fixed_words() {
+        let tls = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        assert_eq!(
+            failure_reason(&tls(rustls::Error::NoCertificatesPresented)),
+            "no_client_certificate"
+        );
+        assert_eq!(
+            failure_reason(&tls(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer
+            ))),
+            "unknown_ca"
+        );
+        assert_eq!(
+            failure_reason(&io::Error::from(io::ErrorKind::UnexpectedEof)),
+            "connection_closed"
+        );
+    }
 
     #[test]
     fn mesh_alpns_are_istios() {

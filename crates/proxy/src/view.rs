@@ -7,8 +7,8 @@ mod resolve;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use meshward_config::authz::CompiledAuthz;
 use meshward_config::resources::mesh_config::NormalizationType;
@@ -17,7 +17,9 @@ use serde::{Serialize, Serializer};
 
 pub use resolve::ResolveError;
 
+use crate::access_log::AccessLogFormat;
 use crate::config::MtlsMode;
+use crate::metrics::labels::{Peers, ServiceLabels, WorkloadLabels};
 
 /// The compiled view one proxy works from.
 #[derive(Debug, Serialize)]
@@ -39,6 +41,43 @@ pub struct View {
     pub authz: Arc<CompiledAuthz>,
     /// How request paths are normalized before authorization (and for the app).
     pub path_normalization: NormalizationType,
+    /// What metric labels and access logs need.
+    pub telemetry: TelemetryView,
+}
+
+/// What the view tells telemetry: who this workload is, who the peers are, which Service each
+/// inbound port serves, and the access log format.
+#[derive(Debug, Serialize)]
+pub struct TelemetryView {
+    /// This workload (`destination_*` inbound, `source_*` outbound).
+    pub workload: Arc<WorkloadLabels>,
+    /// The mesh's workloads, for the peer's labels.
+    pub peers: Peers,
+    /// Inbound port → the Service it serves.
+    pub inbound_services: BTreeMap<u16, Arc<ServiceLabels>>,
+    /// The access log format the control plane asks for; `None` when nobody says (flags).
+    pub access_log: Option<AccessLogFormat>,
+}
+
+impl Default for TelemetryView {
+    fn default() -> Self {
+        Self {
+            workload: WorkloadLabels::unknown(),
+            peers: Peers::default(),
+            inbound_services: BTreeMap::new(),
+            access_log: None,
+        }
+    }
+}
+
+impl TelemetryView {
+    /// The Service inbound `port` serves, `unknown` when none.
+    pub fn inbound_service(&self, port: u16) -> Arc<ServiceLabels> {
+        self.inbound_services
+            .get(&port)
+            .cloned()
+            .unwrap_or_else(ServiceLabels::unknown)
+    }
 }
 
 /// A mesh service.
@@ -54,6 +93,37 @@ pub struct Service {
     pub address: Option<IpAddr>,
     /// Ports.
     pub ports: Vec<ServicePort>,
+    #[serde(skip)]
+    labels: OnceLock<Arc<ServiceLabels>>,
+}
+
+impl Service {
+    /// A service with these names, address and ports.
+    pub fn new(
+        host: String,
+        name: String,
+        namespace: String,
+        address: Option<IpAddr>,
+        ports: Vec<ServicePort>,
+    ) -> Self {
+        Self {
+            host,
+            name,
+            namespace,
+            address,
+            ports,
+            labels: OnceLock::new(),
+        }
+    }
+
+    /// Its `destination_service*` labels, built once.
+    pub fn labels(&self) -> Arc<ServiceLabels> {
+        Arc::clone(
+            self.labels.get_or_init(|| {
+                Arc::new(ServiceLabels::new(&self.host, &self.name, &self.namespace))
+            }),
+        )
+    }
 }
 
 /// How the client sidecar talks to the endpoints of one service port.

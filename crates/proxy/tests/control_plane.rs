@@ -124,9 +124,8 @@ fn view(version: u64, workload: &str) -> ProxyView {
             }],
             ..Default::default()
         }),
-        services: vec![],
-        trust_bundle_pem: String::new(),
         trust_domain: "cluster.local".into(),
+        ..Default::default()
     }
 }
 

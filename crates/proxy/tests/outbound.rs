@@ -25,12 +25,12 @@ use apps::http_app;
 use pki::{Pki, start_proxy};
 
 fn service(name: &str, endpoint: &str, identity: &str, tls: TlsMode) -> Service {
-    Service {
-        host: format!("{name}.test.svc.cluster.local"),
-        name: name.into(),
-        namespace: "test".into(),
-        address: None,
-        ports: vec![ServicePort::new(
+    Service::new(
+        format!("{name}.test.svc.cluster.local"),
+        name.into(),
+        "test".into(),
+        None,
+        vec![ServicePort::new(
             8000,
             vec![],
             vec![Endpoint {
@@ -41,7 +41,7 @@ fn service(name: &str, endpoint: &str, identity: &str, tls: TlsMode) -> Service 
                 tls_source: "test".into(),
             }],
         )],
-    }
+    )
 }
 
 /// Sends `head` on a new connection to `addr` and reads until the peer closes.
@@ -81,6 +81,7 @@ async fn forward_proxy_resolves_and_verifies_the_server() {
         authz: Default::default(),
         path_normalization: Default::default(),
         opaque: Default::default(),
+        telemetry: Default::default(),
         version: 1,
         namespace: "test".into(),
         trust_domain: td,
@@ -103,6 +104,7 @@ async fn forward_proxy_resolves_and_verifies_the_server() {
         view_rx,
         Timeouts::default(),
         Drain::new(),
+        Default::default(),
     );
     let listener = TcpListener::bind("127.0.75.1:15001").await.unwrap();
     tokio::spawn(outbound.serve_http_proxy(listener));

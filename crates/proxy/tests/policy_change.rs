@@ -32,6 +32,7 @@ fn view(version: u64, mode: MtlsMode) -> Arc<View> {
         authz: Default::default(),
         path_normalization: Default::default(),
         opaque: Default::default(),
+        telemetry: Default::default(),
     })
 }
 
@@ -46,7 +47,7 @@ async fn open_plaintext_is_closed_when_the_port_turns_strict() {
         view_rx,
         Timeouts::default(),
         Drain::new(),
-        Arc::default(),
+        Default::default(),
     );
     inbound.start().await.unwrap();
 

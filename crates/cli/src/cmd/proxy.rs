@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use meshward_identity::TrustDomain;
-use meshward_proxy::config::{IdentitySource, Timeouts, WorkloadName};
+use meshward_proxy::config::{AccessLogFormat, IdentitySource, Timeouts, WorkloadName};
 use meshward_proxy::{InboundPort, LogControl, Proxy, ProxyConfig, Upstream};
 
 use crate::cmd::{duration::parse_duration, runtime, shutdown_signal};
@@ -73,6 +73,14 @@ pub(crate) struct ProxyArgs {
     /// Readiness port on the workload address (0: off).
     #[arg(long, default_value_t = 15021)]
     ready_port: u16,
+    /// Prometheus stats port on the workload address, `/stats/prometheus` for any scraper
+    /// (0: off).
+    #[arg(long, default_value_t = 15090)]
+    stats_port: u16,
+    /// Access logs on stdout: off, text (Envoy's format) or json; overrides the mesh and
+    /// workload settings.
+    #[arg(long, value_name = "off|text|json")]
+    access_log: Option<AccessLogFormat>,
 }
 
 impl ProxyArgs {
@@ -112,6 +120,9 @@ impl ProxyArgs {
             outbound_port: self.outbound_port,
             admin_port: self.admin_port,
             ready_port: self.ready_port,
+            stats_port: self.stats_port,
+            access_log: self.access_log,
+            access_log_sink: Default::default(),
             drain_timeout: self.drain_timeout,
             timeouts: Timeouts::default(),
         })

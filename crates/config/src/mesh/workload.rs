@@ -22,6 +22,9 @@ pub struct WorkloadInstance {
     pub service_account: String,
     /// Labels (what selectors match).
     pub labels: BTreeMap<String, String>,
+    /// Annotations (e.g. `meshward.io/access-log`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
     /// Ports.
     pub ports: Vec<WorkloadPort>,
     /// Address, once known (a runtime may assign it).
@@ -51,6 +54,7 @@ impl WorkloadInstance {
             name: object.metadata.name,
             service_account: object.spec.service_account,
             labels: object.metadata.labels,
+            annotations: object.metadata.annotations,
             ports: object.spec.ports,
             address: object.spec.address.map(|ip| ip.to_string()),
             sidecar,
@@ -80,6 +84,7 @@ impl WorkloadInstance {
                 .service_account
                 .unwrap_or_else(|| "default".to_owned()),
             labels: object.spec.labels,
+            annotations: object.metadata.annotations,
             ports,
             address: object.spec.address,
             sidecar: true,

@@ -238,10 +238,6 @@ const HINTS: &[(&str, &str)] = &[
          no tracing providers yet)",
     ),
     (
-        "accessLogFile",
-        "MeshConfig `accessLogFile` is not supported by Meshward: access logs are JSON on stdout",
-    ),
-    (
         "caCertificates",
         "MeshConfig `caCertificates` is not supported yet: trust bundles come from the CA",
     ),

@@ -149,3 +149,55 @@ fn istio_config_map_is_the_mesh_config() {
     assert!(err.message.contains("defaultConfig"), "{err}");
     assert_eq!(err.location.unwrap().line, 9, "points inside data.mesh");
 }
+
+#[test]
+fn access_log_settings_of_the_mesh_config() {
+    let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    accessLogFile: /dev/stdout\n    accessLogEncoding: JSON\n";
+    let docs = parse(text).into_documents().unwrap();
+    let Resource::MeshConfig(mesh) = &docs[0].resource else {
+        panic!("{docs:?}")
+    };
+    assert_eq!(
+        mesh.spec.access_log(),
+        Some(crate::resources::mesh_config::AccessLogEncoding::Json)
+    );
+    // TEXT by default, off without a file.
+    let text_only = text.replace("    accessLogEncoding: JSON\n", "");
+    let docs = parse(&text_only).into_documents().unwrap();
+    let Resource::MeshConfig(mesh) = &docs[0].resource else {
+        panic!("{docs:?}")
+    };
+    assert_eq!(
+        mesh.spec.access_log(),
+        Some(crate::resources::mesh_config::AccessLogEncoding::Text)
+    );
+    assert_eq!(
+        crate::resources::mesh_config::MeshConfig::default().access_log(),
+        None
+    );
+
+    let err = first_error(&text.replace("/dev/stdout", "/var/log/envoy.log"));
+    assert!(
+        err.message.contains("/var/log/envoy.log") && err.message.contains("/dev/stdout"),
+        "{err}"
+    );
+    assert_eq!(err.path.as_deref(), Some("spec.accessLogFile"));
+    let err = first_error(&text.replace("JSON", "XML"));
+    assert!(err.message.contains("XML"), "{err}");
+    let err = first_error(&text.replace(
+        "accessLogEncoding: JSON",
+        "accessLogFormat: \"%START_TIME%\"",
+    ));
+    assert!(err.message.contains("accessLogFormat"), "{err}");
+}
+
+#[test]
+fn access_log_annotation_of_a_workload_is_checked() {
+    let text = "apiVersion: meshward.io/v1alpha1\nkind: Workload\nmetadata:\n  name: web\n  annotations:\n    meshward.io/access-log: json\nspec:\n  serviceAccount: web\n";
+    assert!(parse(text).into_documents().is_ok());
+    let err = first_error(&text.replace("json", "loud"));
+    assert!(
+        err.message.contains("loud") && err.message.contains("off, text or json"),
+        "{err}"
+    );
+}

@@ -1,5 +1,5 @@
 //! Istio's MeshConfig, the subset Meshward reads: trust domain and aliases, root namespace,
-//! auto-mTLS, path normalization.
+//! auto-mTLS, path normalization, access logs.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +22,36 @@ pub struct MeshConfig {
     /// How request paths are normalized before authorization.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_normalization: Option<PathNormalization>,
+    /// Where proxies write access logs: empty (off, Istio's default) or `/dev/stdout`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub access_log_file: String,
+    /// How access log lines are encoded; TEXT (Envoy's default format) when missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_encoding: Option<AccessLogEncoding>,
+    /// A custom access log format; only the default (empty) is supported.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub access_log_format: String,
+}
+
+/// The one access log destination Meshward supports: each proxy's standard output.
+pub const ACCESS_LOG_STDOUT: &str = "/dev/stdout";
+
+/// `accessLogEncoding`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AccessLogEncoding {
+    /// Envoy's default text format.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl MeshConfig {
+    /// The access log encoding proxies use, `None` when access logs are off.
+    pub fn access_log(&self) -> Option<AccessLogEncoding> {
+        (!self.access_log_file.is_empty()).then(|| self.access_log_encoding.unwrap_or_default())
+    }
 }
 
 impl Default for MeshConfig {
@@ -32,6 +62,9 @@ impl Default for MeshConfig {
             root_namespace: default_root_namespace(),
             enable_auto_mtls: true,
             path_normalization: None,
+            access_log_file: String::new(),
+            access_log_encoding: None,
+            access_log_format: String::new(),
         }
     }
 }

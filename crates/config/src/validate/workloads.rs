@@ -3,8 +3,9 @@
 use std::collections::BTreeSet;
 
 use super::Issues;
+use crate::meta::ObjectMeta;
 use crate::resources::kube::{ServiceSpec, TargetPort};
-use crate::resources::mesh_config::MeshConfig;
+use crate::resources::mesh_config::{ACCESS_LOG_STDOUT, MeshConfig};
 use crate::resources::service_entry::WorkloadEntrySpec;
 use crate::resources::workload::WorkloadSpec;
 
@@ -94,5 +95,43 @@ pub(super) fn mesh_config(spec: &MeshConfig, issues: &mut Issues) {
     }
     if spec.root_namespace.is_empty() {
         issues.error("spec.rootNamespace", "rootNamespace must not be empty");
+    }
+    if !spec.access_log_file.is_empty() && spec.access_log_file != ACCESS_LOG_STDOUT {
+        issues.error(
+            "spec.accessLogFile",
+            format!(
+                "accessLogFile `{}` is not supported: Meshward proxies write access logs to their \
+                 standard output; use `{ACCESS_LOG_STDOUT}`, or leave it empty for none",
+                spec.access_log_file
+            ),
+        );
+    }
+    if !spec.access_log_format.is_empty() {
+        issues.error(
+            "spec.accessLogFormat",
+            "a custom accessLogFormat is not supported: use accessLogEncoding TEXT (Envoy's \
+             default format) or JSON",
+        );
+    }
+    if spec.access_log_file.is_empty() && spec.access_log_encoding.is_some() {
+        issues.warning(
+            "spec.accessLogEncoding",
+            "accessLogEncoding has no effect without accessLogFile: /dev/stdout",
+        );
+    }
+}
+
+/// The Workload annotation that sets its proxy's access logs, overriding MeshConfig.
+pub const ACCESS_LOG_ANNOTATION: &str = "meshward.io/access-log";
+
+/// `meshward.io/access-log` is `off`, `text` or `json`.
+pub(super) fn workload_annotations(metadata: &ObjectMeta, issues: &mut Issues) {
+    if let Some(value) = metadata.annotations.get(ACCESS_LOG_ANNOTATION)
+        && !matches!(value.as_str(), "off" | "text" | "json")
+    {
+        issues.error(
+            format!("metadata.annotations.{ACCESS_LOG_ANNOTATION}"),
+            format!("`{value}` is not an access log setting: use off, text or json"),
+        );
     }
 }

@@ -60,6 +60,7 @@ fn health(listening: &[u16]) -> (CredsStore, watch::Sender<Status>, Health) {
         authz: Default::default(),
         path_normalization: Default::default(),
         opaque: Default::default(),
+        telemetry: Default::default(),
         version: 1,
         namespace: "a".into(),
         trust_domain: "cluster.local".parse().unwrap(),

@@ -23,8 +23,38 @@ use crate::metrics::Metrics;
 use crate::view::View;
 use crate::web::{Body, full, reply};
 
-/// The answer sent instead of forwarding a refused request.
-pub type Refusal = Box<Response<Body>>;
+/// The answer sent instead of forwarding a refused request, and why (for access logs).
+#[derive(Debug)]
+pub struct Refusal {
+    /// What the client gets.
+    pub response: Response<Body>,
+    /// Envoy's response code details (`rbac_access_denied_matched_policy[…]`,
+    /// `path_normalization_failed`).
+    pub details: String,
+    /// The deciding policy (`ns/name`, `none`) and rule, when a policy denied.
+    pub policy: Option<(String, Option<usize>)>,
+}
+
+impl Refusal {
+    fn bad_request(text: impl Into<String>) -> Box<Self> {
+        Box::new(Self {
+            response: reply(StatusCode::BAD_REQUEST, text),
+            details: "path_normalization_failed".to_owned(),
+            policy: None,
+        })
+    }
+}
+
+/// The deciding policy of a denial, `ns/name` (`none` when no ALLOW policy matched), and rule.
+pub fn deciding_policy(decision: &Decision) -> (String, Option<usize>) {
+    (
+        decision
+            .policy
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), ToString::to_string),
+        decision.rule,
+    )
+}
 
 /// Envoy's body for a request denied by RBAC.
 pub const ACCESS_DENIED: &str = "RBAC: access denied";
@@ -70,7 +100,7 @@ impl Authorizer {
     /// Normalizes the request's path in place (the app receives what the policies matched)
     /// and decides; `Err` is the reply to send instead of forwarding: 400 for a path that
     /// cannot be normalized safely, 403 (or gRPC 7) when denied.
-    pub fn check_request<B>(&self, req: &mut Request<B>) -> Result<(), Refusal> {
+    pub fn check_request<B>(&self, req: &mut Request<B>) -> Result<(), Box<Refusal>> {
         let view = Arc::clone(&self.view.borrow());
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         // `OPTIONS *` and CONNECT's authority form have no path to normalize or match.
@@ -78,7 +108,7 @@ impl Authorizer {
         if !asterisk {
             let normalized = normalize_path(target, view.path_normalization).map_err(|e| {
                 tracing::info!(target: "meshward::rbac", path = %target, error = %e, "request refused: path cannot be normalized");
-                Box::new(reply(StatusCode::BAD_REQUEST, format!("bad request path: {e}")))
+                Refusal::bad_request(format!("bad request path: {e}"))
             })?;
             if normalized != target {
                 set_path(req, &normalized)?;
@@ -94,21 +124,27 @@ impl Authorizer {
         if decision.allowed {
             Ok(())
         } else {
-            Err(Box::new(denied(req)))
+            Err(Box::new(Refusal {
+                response: denied(req),
+                details: decision
+                    .response_code_details()
+                    .unwrap_or_else(|| "rbac_access_denied".to_owned()),
+                policy: Some(deciding_policy(&decision)),
+            }))
         }
     }
 }
 
 /// Replaces the path (and query) of the request's URI.
-fn set_path<B>(req: &mut Request<B>, path_and_query: &str) -> Result<(), Refusal> {
+fn set_path<B>(req: &mut Request<B>, path_and_query: &str) -> Result<(), Box<Refusal>> {
     let mut parts = req.uri().clone().into_parts();
     parts.path_and_query = Some(
         path_and_query
             .parse()
-            .map_err(|_| Box::new(reply(StatusCode::BAD_REQUEST, "bad request path")))?,
+            .map_err(|_| Refusal::bad_request("bad request path"))?,
     );
-    *req.uri_mut() = http::Uri::from_parts(parts)
-        .map_err(|_| Box::new(reply(StatusCode::BAD_REQUEST, "bad request target")))?;
+    *req.uri_mut() =
+        http::Uri::from_parts(parts).map_err(|_| Refusal::bad_request("bad request target"))?;
     Ok(())
 }
 

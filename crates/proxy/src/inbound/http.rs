@@ -3,13 +3,13 @@
 //! plaintext, so no client can forge an identity header that reaches the app. Upgrades
 //! (WebSocket) are passed through: after `101 Switching Protocols` the bytes are spliced.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as HttpBody, Incoming};
 use hyper::client::conn::{http1 as client1, http2 as client2};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -18,13 +18,19 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
-use super::authorize::Authorizer;
+use super::authorize::{Authorizer, Refusal};
+use crate::access_log::Direction;
 use crate::drain::Drain;
 use crate::io::splice;
+use crate::telemetry::{CountedBody, Exchange, Link, Telemetry};
 use crate::web::{Body, http1_server, reply, serve_until};
 
 /// Istio's header naming the client certificate's identity.
 pub const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// Envoy's details for a response the app never started.
+const CONNECT_FAILED: &str = "upstream_reset_before_response_started{connection_failure}";
+const CONNECTION_ENDED: &str = "upstream_reset_before_response_started{connection_termination}";
 
 /// Where requests go and what the app is told about the caller.
 #[derive(Debug, Clone)]
@@ -37,6 +43,28 @@ pub struct AppTarget {
     pub xfcc: Option<HeaderValue>,
     /// Decides each request before it is forwarded.
     pub authorizer: Authorizer,
+    /// Where requests are recorded.
+    pub telemetry: Telemetry,
+    /// The connection's labels and log details.
+    pub link: Arc<Link>,
+    /// The address the client reached.
+    pub local: SocketAddr,
+    /// The client's address.
+    pub remote: SocketAddr,
+}
+
+impl AppTarget {
+    fn exchange<B>(&self, req: &Request<B>) -> Exchange {
+        let mut ex = Exchange::begin(
+            &self.telemetry,
+            Direction::Inbound,
+            req,
+            Some(self.local),
+            Some(self.remote),
+        );
+        ex.set_link(Arc::clone(&self.link));
+        ex
+    }
 }
 
 /// Removes any client-supplied XFCC and sets ours.
@@ -56,17 +84,40 @@ async fn connect_app(target: &AppTarget) -> Result<TcpStream, String> {
     Ok(tcp)
 }
 
-fn unavailable(reason: String) -> Response<Body> {
+/// 503 for an app that cannot be reached (`UF`).
+fn unavailable(mut ex: Exchange, reason: String) -> Response<Body> {
     tracing::warn!(%reason, "inbound request failed");
-    reply(
+    ex.local("UF", CONNECT_FAILED);
+    ex.transport_failure(reason.clone());
+    ex.respond(reply(
         StatusCode::SERVICE_UNAVAILABLE,
         format!("upstream connect error: {reason}"),
-    )
+    ))
+}
+
+/// 502 for an app that failed the request (`UC`).
+fn app_error(mut ex: Exchange, err: &hyper::Error) -> Response<Body> {
+    ex.local("UC", CONNECTION_ENDED);
+    ex.respond(reply(StatusCode::BAD_GATEWAY, format!("app error: {err}")))
+}
+
+/// The refusal, recorded with its reason (and deciding policy).
+fn refuse(mut ex: Exchange, refused: Refusal) -> Response<Body> {
+    match refused.policy {
+        Some((policy, rule)) => ex.denied(policy, rule, Some(refused.details)),
+        None => ex.local("-", refused.details),
+    }
+    ex.respond(refused.response)
 }
 
 /// Opens an HTTP/1 connection to the app (upgrades allowed, so `101 Switching Protocols`
 /// hands the connection over).
-async fn open_app(target: &AppTarget) -> Result<client1::SendRequest<Incoming>, String> {
+async fn open_app<B>(target: &AppTarget) -> Result<client1::SendRequest<B>, String>
+where
+    B: HttpBody + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let tcp = connect_app(target).await?;
     let (sender, conn) = client1::handshake(TokioIo::new(tcp))
         .await
@@ -81,16 +132,22 @@ async fn open_app(target: &AppTarget) -> Result<client1::SendRequest<Incoming>, 
 
 /// An upgrade (WebSocket and the like) on its own app connection: when the app answers
 /// `101 Switching Protocols`, both sides are spliced as bytes from then on.
-async fn upgrade(mut req: Request<Incoming>, target: &AppTarget, drain: &Drain) -> Response<Body> {
-    let mut sender = match open_app(target).await {
+async fn upgrade(
+    mut req: Request<Incoming>,
+    target: &AppTarget,
+    drain: &Drain,
+    mut ex: Exchange,
+) -> Response<Body> {
+    let mut sender = match open_app::<Incoming>(target).await {
         Ok(sender) => sender,
-        Err(reason) => return unavailable(reason),
+        Err(reason) => return unavailable(ex, reason),
     };
     let client_side = hyper::upgrade::on(&mut req);
     let mut resp = match sender.send_request(req).await {
         Ok(resp) => resp,
-        Err(err) => return reply(StatusCode::BAD_GATEWAY, format!("app error: {err}")),
+        Err(err) => return app_error(ex, &err),
     };
+    ex.upstream_responded();
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let app_side = hyper::upgrade::on(&mut resp);
         drain.spawn(async move {
@@ -105,7 +162,55 @@ async fn upgrade(mut req: Request<Incoming>, target: &AppTarget, drain: &Drain) 
             }
         });
     }
-    resp.map(|b| b.boxed())
+    ex.respond(resp)
+}
+
+/// The app connection of one inbound HTTP/1 connection (opened on the first request).
+type AppSlot = Mutex<Option<client1::SendRequest<CountedBody>>>;
+
+/// One HTTP/1 request: sanitized, authorized, forwarded, recorded.
+async fn serve_one(
+    mut req: Request<Incoming>,
+    target: &AppTarget,
+    app: &AppSlot,
+    drain: &Drain,
+) -> Response<Body> {
+    let ex = target.exchange(&req);
+    sanitize(&mut req, target.xfcc.as_ref());
+    if let Err(refused) = target.authorizer.check_request(&mut req) {
+        return refuse(ex, *refused);
+    }
+    let mut ex = ex;
+    ex.set_path(&req);
+    if req.headers().contains_key(header::UPGRADE) {
+        return upgrade(req, target, drain, ex).await;
+    }
+    // HTTP/1 serves one request at a time per connection: the lock is never contended.
+    let mut slot = app.lock().await;
+    let reusable = slot.as_ref().is_some_and(|s| !s.is_closed());
+    if !reusable {
+        match open_app(target).await {
+            Ok(sender) => *slot = Some(sender),
+            Err(reason) => return unavailable(ex, reason),
+        }
+    }
+    let Some(sender) = slot.as_mut() else {
+        return unavailable(ex, "no app connection".to_owned());
+    };
+    let result = match sender.ready().await {
+        Ok(()) => sender.send_request(ex.count_request(req)).await,
+        Err(err) => Err(err),
+    };
+    match result {
+        Ok(resp) => {
+            ex.upstream_responded();
+            ex.respond(resp)
+        }
+        Err(err) => {
+            *slot = None;
+            app_error(ex, &err)
+        }
+    }
 }
 
 /// Serves HTTP/1 on `io`, forwarding each request over one HTTP/1 connection to the app
@@ -115,44 +220,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let target = Arc::new(target);
-    let app: Arc<Mutex<Option<client1::SendRequest<Incoming>>>> = Arc::default();
+    let app: Arc<AppSlot> = Arc::default();
     let upgrades = drain.clone();
-    let svc = service_fn(move |mut req: Request<Incoming>| {
+    let svc = service_fn(move |req: Request<Incoming>| {
         let target = Arc::clone(&target);
         let app = Arc::clone(&app);
         let drain = upgrades.clone();
-        async move {
-            sanitize(&mut req, target.xfcc.as_ref());
-            if let Err(refused) = target.authorizer.check_request(&mut req) {
-                return Ok(*refused);
-            }
-            if req.headers().contains_key(header::UPGRADE) {
-                return Ok(upgrade(req, &target, &drain).await);
-            }
-            // HTTP/1 serves one request at a time per connection: the lock is never contended.
-            let mut slot = app.lock().await;
-            let reusable = slot.as_ref().is_some_and(|s| !s.is_closed());
-            if !reusable {
-                match open_app(&target).await {
-                    Ok(sender) => *slot = Some(sender),
-                    Err(reason) => return Ok(unavailable(reason)),
-                }
-            }
-            let Some(sender) = slot.as_mut() else {
-                return Ok(unavailable("no app connection".to_owned()));
-            };
-            let result = match sender.ready().await {
-                Ok(()) => sender.send_request(req).await,
-                Err(err) => Err(err),
-            };
-            Ok::<_, hyper::Error>(match result {
-                Ok(resp) => resp.map(|b| b.boxed()),
-                Err(err) => {
-                    *slot = None;
-                    reply(StatusCode::BAD_GATEWAY, format!("app error: {err}"))
-                }
-            })
-        }
+        async move { Ok::<_, Infallible>(serve_one(req, &target, &app, &drain).await) }
     });
     let conn = http1_server()
         .serve_connection(TokioIo::new(io), svc)
@@ -178,34 +252,39 @@ where
             return;
         }
     };
-    let sender = match client2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await {
-        Ok((sender, conn)) => {
-            tokio::spawn(async move {
-                if let Err(err) = conn.await {
-                    tracing::debug!(%err, "app HTTP/2 connection ended");
-                }
-            });
-            sender
-        }
-        Err(err) => {
-            tracing::warn!(%err, "app refused HTTP/2");
-            return;
-        }
-    };
-    let xfcc = target.xfcc.clone();
-    let authorizer = target.authorizer.clone();
+    let sender: client2::SendRequest<CountedBody> =
+        match client2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await {
+            Ok((sender, conn)) => {
+                tokio::spawn(async move {
+                    if let Err(err) = conn.await {
+                        tracing::debug!(%err, "app HTTP/2 connection ended");
+                    }
+                });
+                sender
+            }
+            Err(err) => {
+                tracing::warn!(%err, "app refused HTTP/2");
+                return;
+            }
+        };
+    let target = Arc::new(target);
     let svc = service_fn(move |mut req: Request<Incoming>| {
         let mut sender = sender.clone();
-        let xfcc = xfcc.clone();
-        let authorizer = authorizer.clone();
+        let target = Arc::clone(&target);
         async move {
-            sanitize(&mut req, xfcc.as_ref());
-            if let Err(refused) = authorizer.check_request(&mut req) {
-                return Ok(*refused);
+            let ex = target.exchange(&req);
+            sanitize(&mut req, target.xfcc.as_ref());
+            if let Err(refused) = target.authorizer.check_request(&mut req) {
+                return Ok(refuse(ex, *refused));
             }
-            Ok::<_, hyper::Error>(match sender.send_request(req).await {
-                Ok(resp) => resp.map(|b| b.boxed()),
-                Err(err) => reply(StatusCode::BAD_GATEWAY, format!("app error: {err}")),
+            let mut ex = ex;
+            ex.set_path(&req);
+            Ok::<_, Infallible>(match sender.send_request(ex.count_request(req)).await {
+                Ok(resp) => {
+                    ex.upstream_responded();
+                    ex.respond(resp)
+                }
+                Err(err) => app_error(ex, &err),
             })
         }
     });

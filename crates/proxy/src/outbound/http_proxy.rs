@@ -6,23 +6,26 @@
 //! passes traffic to an address it cannot vouch for.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1 as client1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::Outbound;
 use super::pool::PooledBody;
+use super::{ConnectError, Outbound};
+use crate::access_log::Direction;
 use crate::io::{accept_until, splice};
+use crate::metrics::istio::NO_FLAGS;
+use crate::telemetry::{CountedBody, Exchange, Link, Metered, Started, TcpRecord};
 use crate::tls::{ALPN_HTTP1, ALPN_TCP};
-use crate::view::Route;
+use crate::view::{ResolveError, Route, Service, View};
 use crate::web::{Body, full, http1_server, reply, serve_until};
 
 /// Hop-by-hop headers meant for this proxy, never forwarded (the upstream connection has its
@@ -36,6 +39,81 @@ const HOP_HEADERS: [&str; 5] = [
 ];
 /// How long an idle pooled connection may take to be ready for the next request.
 const POOL_READY: Duration = Duration::from_secs(1);
+/// Envoy's details for a response the upstream never started.
+const CONNECT_FAILED: &str = "upstream_reset_before_response_started{connection_failure}";
+const CONNECTION_ENDED: &str = "upstream_reset_before_response_started{connection_termination}";
+
+/// Why a request was answered by the proxy itself: status, text, Envoy's flags and details.
+struct Refused {
+    status: StatusCode,
+    reason: String,
+    flags: &'static str,
+    details: &'static str,
+}
+
+impl Refused {
+    fn bad_request(reason: &str) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            reason: reason.to_owned(),
+            flags: NO_FLAGS,
+            details: "invalid_request",
+        }
+    }
+
+    fn resolve(err: &ResolveError) -> Self {
+        let (flags, details) = match err {
+            ResolveError::UnknownService(_) | ResolveError::UnknownPort { .. } => {
+                ("NR", "route_not_found")
+            }
+            ResolveError::NoEndpoints => ("UH", "no_healthy_upstream"),
+            _ => ("UF", CONNECT_FAILED),
+        };
+        Self {
+            status: StatusCode::BAD_GATEWAY,
+            reason: err.to_string(),
+            flags,
+            details,
+        }
+    }
+
+    fn connect(err: &ConnectError) -> Self {
+        Self {
+            status: err.status(),
+            reason: err.to_string(),
+            flags: "UF",
+            details: CONNECT_FAILED,
+        }
+    }
+
+    fn upstream(reason: String) -> Self {
+        Self {
+            status: StatusCode::BAD_GATEWAY,
+            reason,
+            flags: "UC",
+            details: CONNECTION_ENDED,
+        }
+    }
+}
+
+/// A resolved destination: the view it came from, the service and the chosen endpoint.
+struct Resolved {
+    view: Arc<View>,
+    service: usize,
+    port: u16,
+    route: Route,
+}
+
+impl Resolved {
+    fn service(&self) -> Option<&Service> {
+        self.view.services.get(self.service)
+    }
+
+    /// The service with the port asked for (Istio's cluster names carry the service port).
+    fn service_port(&self) -> Option<(&Service, u16)> {
+        self.service().map(|s| (s, self.port))
+    }
+}
 
 impl Outbound {
     /// Accepts on `listener` until the drain.
@@ -45,17 +123,18 @@ impl Outbound {
             listener,
             self.drain.token().clone(),
             "outbound",
-            move |tcp, _| {
+            move |tcp, peer| {
                 let me2 = Arc::clone(&me);
-                me.drain.spawn(me2.serve_conn(tcp));
+                me.drain.spawn(me2.serve_conn(tcp, peer));
             },
         )
         .await;
     }
 
-    async fn serve_conn(self: Arc<Self>, tcp: TcpStream) {
+    async fn serve_conn(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
         let me = Arc::clone(&self);
-        let svc = service_fn(move |req| Arc::clone(&me).handle(req));
+        let local = tcp.local_addr().ok();
+        let svc = service_fn(move |req| Arc::clone(&me).handle(req, local, peer));
         let conn = http1_server()
             .serve_connection(TokioIo::new(tcp), svc)
             .with_upgrades();
@@ -68,86 +147,139 @@ impl Outbound {
         .await;
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-        let resp = if req.method() == Method::CONNECT {
-            self.tunnel(req).await
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        local: Option<SocketAddr>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, Infallible> {
+        let ex = Exchange::begin(
+            &self.telemetry,
+            Direction::Outbound,
+            &req,
+            local,
+            Some(peer),
+        );
+        Ok(if req.method() == Method::CONNECT {
+            self.tunnel(req, ex, local, peer).await
         } else {
-            self.forward(req).await
-        };
-        Ok(resp.unwrap_or_else(|(status, reason)| {
-            tracing::info!(%status, %reason, "outbound request refused");
-            reply(status, reason)
-        }))
+            self.forward(req, ex).await
+        })
     }
 
-    /// Resolves `authority` to a route, or the refusal the client gets.
-    fn route(
+    /// The proxy's own answer, recorded with its flags.
+    fn refuse(
         &self,
-        authority: &Authority,
-        default_port: u16,
-    ) -> Result<Route, (StatusCode, String)> {
+        mut ex: Exchange,
+        service: Option<&Service>,
+        refused: Refused,
+    ) -> Response<Body> {
+        tracing::info!(status = %refused.status, reason = %refused.reason, "outbound request refused");
+        if !ex.has_link() {
+            ex.set_link(self.unreached(service));
+        }
+        ex.local(refused.flags, refused.details);
+        if refused.flags == "UF" {
+            ex.transport_failure(refused.reason.clone());
+        }
+        ex.respond(reply(refused.status, refused.reason))
+    }
+
+    /// Resolves `authority` to a service and an endpoint.
+    fn route(&self, authority: &Authority, default_port: u16) -> Result<Resolved, Refused> {
         let port = authority.port_u16().unwrap_or(default_port);
-        let view = self.view.borrow().clone();
-        view.resolve(authority.host(), port)
-            .and_then(|p| p.route())
-            .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))
+        let view = Arc::clone(&self.view.borrow());
+        let (index, route) = {
+            let (index, service_port) = view
+                .resolve_service(authority.host(), port)
+                .map_err(|e| Refused::resolve(&e))?;
+            (
+                index,
+                service_port.route().map_err(|e| Refused::resolve(&e))?,
+            )
+        };
+        Ok(Resolved {
+            view,
+            service: index,
+            port,
+            route,
+        })
     }
 
     async fn tunnel(
         &self,
         mut req: Request<Incoming>,
-    ) -> Result<Response<Body>, (StatusCode, String)> {
-        let authority = req.uri().authority().cloned().ok_or((
-            StatusCode::BAD_REQUEST,
-            "CONNECT needs host:port".to_owned(),
-        ))?;
-        if authority.port_u16().is_none() {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "CONNECT needs host:port".to_owned(),
-            ));
-        }
-        let route = self.route(&authority, 0)?;
-        let mut server = self
-            .connect(&route, ALPN_TCP)
-            .await
-            .map_err(|e| (e.status(), e.to_string()))?;
+        ex: Exchange,
+        local: Option<SocketAddr>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let authority = match req.uri().authority().cloned() {
+            Some(a) if a.port_u16().is_some() => a,
+            _ => return self.refuse(ex, None, Refused::bad_request("CONNECT needs host:port")),
+        };
+        let resolved = match self.route(&authority, 0) {
+            Ok(r) => r,
+            Err(refused) => return self.refuse(ex, None, refused),
+        };
+        let mut server = match self.connect(&resolved.route, ALPN_TCP).await {
+            Ok(s) => s,
+            Err(e) => return self.refuse(ex, resolved.service(), Refused::connect(&e)),
+        };
+        let link = self.link(resolved.service_port(), &resolved.route, &server, false);
+        // Recorded as a TCP connection from here on.
+        ex.skip();
         let upgrade = hyper::upgrade::on(&mut req);
+        let telemetry = self.telemetry.clone();
         self.drain.spawn(async move {
             match upgrade.await {
                 Ok(upgraded) => {
-                    if let Err(err) = splice(&mut TokioIo::new(upgraded), &mut server).await {
+                    let record = TcpRecord::open(
+                        &telemetry,
+                        link,
+                        Direction::Outbound,
+                        Started::now(),
+                        local,
+                        Some(peer),
+                    );
+                    let mut client = Metered::new(TokioIo::new(upgraded), record);
+                    if let Err(err) = splice(&mut client, &mut server).await {
                         tracing::debug!(%err, "CONNECT tunnel ended");
                     }
                 }
                 Err(err) => tracing::debug!(%err, "CONNECT upgrade failed"),
             }
         });
-        Ok(Response::new(full("")))
+        Response::new(full(""))
     }
 
-    async fn forward(
-        &self,
-        req: Request<Incoming>,
-    ) -> Result<Response<Body>, (StatusCode, String)> {
+    async fn forward(&self, req: Request<Incoming>, mut ex: Exchange) -> Response<Body> {
         let (mut parts, body) = req.into_parts();
         let authority = match (parts.uri.scheme(), parts.uri.authority()) {
             (Some(s), Some(a)) if *s == Scheme::HTTP => a.clone(),
             (Some(_), Some(_)) => {
-                return Err((
-                    StatusCode::BAD_REQUEST,
-                    "only http:// URLs are forwarded; use CONNECT for TLS".to_owned(),
-                ));
+                return self.refuse(
+                    ex,
+                    None,
+                    Refused::bad_request("only http:// URLs are forwarded; use CONNECT for TLS"),
+                );
             }
             _ => {
-                return Err((
-                    StatusCode::BAD_REQUEST,
-                    "this is a forward proxy: send an absolute URL (http://host:port/path) or CONNECT"
-                        .to_owned(),
-                ));
+                return self.refuse(
+                    ex,
+                    None,
+                    Refused::bad_request(
+                        "this is a forward proxy: send an absolute URL (http://host:port/path) or CONNECT",
+                    ),
+                );
             }
         };
-        let route = self.route(&authority, 80)?;
+        let resolved = match self.route(&authority, 80) {
+            Ok(r) => r,
+            Err(refused) => return self.refuse(ex, None, refused),
+        };
+        let service = resolved.service();
+        let route = resolved.route.clone();
+        let service_labels = service.map(Service::labels);
 
         // Origin form upstream; Host keeps the name the client used.
         let path = parts
@@ -164,63 +296,76 @@ impl Outbound {
         {
             parts.headers.insert(header::HOST, host);
         }
-        let mut req = Request::from_parts(parts, body);
+        let mut req = ex.count_request(Request::from_parts(parts, body));
+        ex.set_path(&req);
 
         // An idle connection first; a request it could not even send is retried on the next.
-        while let Some(mut sender) = self.pool.take(&route) {
+        while let Some((mut sender, link)) = self.pool.take(&route) {
             if !matches!(
                 tokio::time::timeout(POOL_READY, sender.ready()).await,
                 Ok(Ok(()))
             ) {
                 continue;
             }
+            let link = match &service_labels {
+                Some(labels) => link.for_service(Arc::clone(labels)),
+                None => link,
+            };
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.pooled(resp, route, sender)),
+                Ok(resp) => {
+                    ex.set_link(Arc::clone(&link));
+                    ex.upstream_responded();
+                    return ex.respond(self.pooled(resp, route, sender, link));
+                }
                 Err(mut err) => match err.take_message() {
                     Some(unsent) => req = unsent,
                     None => {
-                        return Err((
-                            StatusCode::BAD_GATEWAY,
-                            format!("upstream request failed: {}", err.into_error()),
-                        ));
+                        ex.set_link(link);
+                        let reason = format!("upstream request failed: {}", err.into_error());
+                        return self.refuse(ex, service, Refused::upstream(reason));
                     }
                 },
             }
         }
 
-        let server = self
-            .connect(&route, ALPN_HTTP1)
-            .await
-            .map_err(|e| (e.status(), e.to_string()))?;
-        let (mut sender, conn) = client1::handshake(TokioIo::new(server))
-            .await
-            .map_err(|e| {
-                (
-                    StatusCode::BAD_GATEWAY,
-                    format!("upstream HTTP handshake: {e}"),
-                )
-            })?;
+        let server = match self.connect(&route, ALPN_HTTP1).await {
+            Ok(s) => s,
+            Err(e) => return self.refuse(ex, service, Refused::connect(&e)),
+        };
+        let link = self.link(resolved.service_port(), &route, &server, true);
+        ex.set_link(Arc::clone(&link));
+        let (mut sender, conn) = match client1::handshake(TokioIo::new(server)).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                let reason = format!("upstream HTTP handshake: {e}");
+                return self.refuse(ex, service, Refused::upstream(reason));
+            }
+        };
         tokio::spawn(async move {
             if let Err(err) = conn.await {
                 tracing::debug!(%err, "upstream HTTP connection ended");
             }
         });
-        let resp = sender.send_request(req).await.map_err(|e| {
-            (
-                StatusCode::BAD_GATEWAY,
-                format!("upstream request failed: {e}"),
-            )
-        })?;
-        Ok(self.pooled(resp, route, sender))
+        match sender.send_request(req).await {
+            Ok(resp) => {
+                ex.upstream_responded();
+                ex.respond(self.pooled(resp, route, sender, link))
+            }
+            Err(e) => {
+                let reason = format!("upstream request failed: {e}");
+                self.refuse(ex, service, Refused::upstream(reason))
+            }
+        }
     }
 
     fn pooled(
         &self,
         resp: Response<Incoming>,
         route: Route,
-        sender: client1::SendRequest<Incoming>,
-    ) -> Response<Body> {
+        sender: client1::SendRequest<CountedBody>,
+        link: Arc<Link>,
+    ) -> Response<PooledBody> {
         let pool = Arc::clone(&self.pool);
-        resp.map(|body| PooledBody::new(body, pool, route, sender).boxed())
+        resp.map(|body| PooledBody::new(body, pool, route, sender, link))
     }
 }

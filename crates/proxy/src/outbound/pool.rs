@@ -12,6 +12,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 
+use crate::telemetry::{CountedBody, Link};
 use crate::view::Route;
 
 /// Idle connections kept per route.
@@ -19,48 +20,51 @@ const IDLE_PER_ROUTE: usize = 16;
 /// Routes with idle connections kept at once.
 const ROUTES: usize = 1024;
 
-type Sender = SendRequest<Incoming>;
+type Sender = SendRequest<CountedBody>;
+
+/// An idle connection and its telemetry link (labels computed when it opened).
+type Idle = (Sender, Arc<Link>);
 
 /// Idle upstream connections.
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
-    idle: Mutex<HashMap<Route, Vec<Sender>>>,
+    idle: Mutex<HashMap<Route, Vec<Idle>>>,
 }
 
 impl Pool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Route, Vec<Sender>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Route, Vec<Idle>>> {
         // A poisoned lock only means a panic elsewhere mid-update; the map of senders is still
         // usable (a stale sender is detected by `is_closed`/`ready`).
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// An idle connection toward `route` that is still open, if any.
-    pub(crate) fn take(&self, route: &Route) -> Option<Sender> {
+    pub(crate) fn take(&self, route: &Route) -> Option<Idle> {
         let mut idle = self.lock();
         let list = idle.get_mut(route)?;
-        while let Some(sender) = list.pop() {
+        while let Some((sender, link)) = list.pop() {
             if !sender.is_closed() {
-                return Some(sender);
+                return Some((sender, link));
             }
         }
         None
     }
 
     /// Keeps `sender` for the next request toward `route`.
-    fn put(&self, route: Route, sender: Sender) {
+    fn put(&self, route: Route, sender: Sender, link: Arc<Link>) {
         if sender.is_closed() {
             return;
         }
         let mut idle = self.lock();
         if idle.len() >= ROUTES && !idle.contains_key(&route) {
-            idle.retain(|_, list| list.iter().any(|s| !s.is_closed()));
+            idle.retain(|_, list| list.iter().any(|(s, _)| !s.is_closed()));
             if idle.len() >= ROUTES {
                 return;
             }
         }
         let list = idle.entry(route).or_default();
         if list.len() < IDLE_PER_ROUTE {
-            list.push(sender);
+            list.push((sender, link));
         }
     }
 }
@@ -70,15 +74,21 @@ impl Pool {
 pub(crate) struct PooledBody {
     inner: Incoming,
     done: bool,
-    release: Option<(Arc<Pool>, Route, Sender)>,
+    release: Option<(Arc<Pool>, Route, Sender, Arc<Link>)>,
 }
 
 impl PooledBody {
-    pub(crate) fn new(inner: Incoming, pool: Arc<Pool>, route: Route, sender: Sender) -> Self {
+    pub(crate) fn new(
+        inner: Incoming,
+        pool: Arc<Pool>,
+        route: Route,
+        sender: Sender,
+        link: Arc<Link>,
+    ) -> Self {
         Self {
             inner,
             done: false,
-            release: Some((pool, route, sender)),
+            release: Some((pool, route, sender, link)),
         }
     }
 }
@@ -114,9 +124,9 @@ impl Drop for PooledBody {
         // Only a fully read response leaves the connection ready for another request; a body
         // dropped half-way would leave bytes on the wire, so that connection is closed instead.
         if (self.done || self.inner.is_end_stream())
-            && let Some((pool, route, sender)) = self.release.take()
+            && let Some((pool, route, sender, link)) = self.release.take()
         {
-            pool.put(route, sender);
+            pool.put(route, sender, link);
         }
     }
 }

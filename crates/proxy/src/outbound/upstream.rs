@@ -2,13 +2,16 @@
 //! carried over mTLS to one server that must present one identity, like Consul's upstreams or
 //! ghostunnel's client mode.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Outbound;
+use crate::access_log::Direction;
 use crate::config::Upstream;
 use crate::io::{accept_until, splice};
+use crate::telemetry::{Metered, Started, TcpRecord};
 use crate::tls::ALPN_TCP;
 use crate::view::Route;
 
@@ -24,23 +27,44 @@ impl Outbound {
             listener,
             self.drain.token().clone(),
             "upstream",
-            move |tcp, _| {
+            move |tcp, peer| {
                 let me2 = Arc::clone(&me);
-                me.drain.spawn(me2.carry(tcp, route.clone()));
+                me.drain.spawn(me2.carry(tcp, peer, route.clone()));
             },
         )
         .await;
     }
 
-    async fn carry(self: Arc<Self>, mut client: TcpStream, route: Route) {
+    async fn carry(self: Arc<Self>, client: TcpStream, peer: SocketAddr, route: Route) {
+        let started = Started::now();
+        let local = client.local_addr().ok();
         let mut server = match self.connect(&route, ALPN_TCP).await {
             Ok(s) => s,
             Err(err) => {
                 // Closing without a byte: the client's bytes never leave this proxy.
                 tracing::warn!(%err, "upstream connection refused");
+                let record = TcpRecord::open(
+                    &self.telemetry,
+                    self.unreached(None),
+                    Direction::Outbound,
+                    started,
+                    local,
+                    Some(peer),
+                );
+                record.close(0, 0, "UF");
                 return;
             }
         };
+        let link = self.link(None, &route, &server, false);
+        let record = TcpRecord::open(
+            &self.telemetry,
+            link,
+            Direction::Outbound,
+            started,
+            local,
+            Some(peer),
+        );
+        let mut client = Metered::new(client, record);
         if let Err(err) = splice(&mut client, &mut server).await {
             tracing::debug!(%err, "upstream stream ended");
         }

@@ -10,11 +10,15 @@ use meshward_config::authz::CompiledAuthz;
 use meshward_config::resources::mesh_config::NormalizationType;
 use meshward_identity::{SpiffeId, TrustDomain};
 
-use super::{Endpoint, Service, ServicePort, TlsMode, View};
+use super::{Endpoint, Service, ServicePort, TelemetryView, TlsMode, View};
+use crate::access_log::AccessLogFormat;
 use crate::config::MtlsMode;
+use crate::metrics::labels::{Peers, ServiceLabels, WorkloadLabels};
 
-/// Most services, ports or endpoints one view may carry (bounds memory and lookups).
+/// Most services, ports, endpoints or workloads one view may carry (bounds memory and lookups).
 const MAX_ITEMS: usize = 10_000;
+/// Longest name or label value a view may carry for telemetry (metric label values).
+const MAX_LABEL: usize = 256;
 
 /// Why a `ProxyView` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,6 +100,7 @@ pub fn from_proto(view: pb::ProxyView, name: &str, namespace: &str) -> Result<Vi
             opaque.insert(number);
         }
     }
+    let telemetry = telemetry(&view.workloads, &workload, name, namespace)?;
     bounded(&view.services, "services")?;
     let services = view
         .services
@@ -111,6 +116,94 @@ pub fn from_proto(view: pb::ProxyView, name: &str, namespace: &str) -> Result<Vi
         services,
         authz: Arc::new(authz(&workload.authorization_json)?),
         path_normalization: path_normalization(&workload.path_normalization_json)?,
+        telemetry,
+    })
+}
+
+/// A name or label value for metrics: bounded, printable.
+fn label<'a>(value: &'a str, at: &str) -> Result<&'a str, InvalidView> {
+    if value.len() > MAX_LABEL {
+        return Err(field(at, format!("longer than {MAX_LABEL} bytes")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(field(at, "control characters"));
+    }
+    Ok(value)
+}
+
+fn workload_labels(meta: &pb::WorkloadMeta, at: &str) -> Result<WorkloadLabels, InvalidView> {
+    Ok(WorkloadLabels::new(
+        label(&meta.name, &format!("{at}.name"))?,
+        label(&meta.namespace, &format!("{at}.namespace"))?,
+        label(&meta.app, &format!("{at}.app"))?,
+        label(&meta.version, &format!("{at}.version"))?,
+        label(&meta.canonical_service, &format!("{at}.canonical_service"))?,
+        label(
+            &meta.canonical_revision,
+            &format!("{at}.canonical_revision"),
+        )?,
+    ))
+}
+
+/// Who this workload and its peers are, which Service each port serves, and the access log
+/// format.
+fn telemetry(
+    workloads: &[pb::WorkloadMeta],
+    workload: &pb::WorkloadView,
+    name: &str,
+    namespace: &str,
+) -> Result<TelemetryView, InvalidView> {
+    let own = match &workload.meta {
+        Some(meta) => workload_labels(meta, "workload.meta")?,
+        None => WorkloadLabels::named(name, namespace),
+    };
+    bounded(workloads, "workloads")?;
+    let mut peers = Peers::default();
+    for (i, meta) in workloads.iter().enumerate() {
+        let at = format!("workloads[{i}]");
+        if !meta.identity.is_empty() {
+            meta.identity
+                .parse::<SpiffeId>()
+                .map_err(|e| field(format!("{at}.identity"), e.to_string()))?;
+        }
+        let address = if meta.address.is_empty() {
+            None
+        } else {
+            Some(
+                meta.address
+                    .parse::<IpAddr>()
+                    .map_err(|e| field(format!("{at}.address"), e.to_string()))?,
+            )
+        };
+        peers.insert(&meta.identity, address, workload_labels(meta, &at)?);
+    }
+    let mut inbound_services = BTreeMap::new();
+    for p in &workload.ports {
+        let Some(service) = &p.service else { continue };
+        let at = format!("workload.ports[{}].service", p.port);
+        let labels = ServiceLabels::new(
+            label(&service.host, &format!("{at}.host"))?,
+            label(&service.name, &format!("{at}.name"))?,
+            label(&service.namespace, &format!("{at}.namespace"))?,
+        );
+        inbound_services.insert(port(p.port, &at)?, Arc::new(labels));
+    }
+    let access_log = match pb::AccessLog::try_from(workload.access_log) {
+        Ok(pb::AccessLog::Off) => AccessLogFormat::Off,
+        Ok(pb::AccessLog::Text) => AccessLogFormat::Text,
+        Ok(pb::AccessLog::Json) => AccessLogFormat::Json,
+        Err(_) => {
+            return Err(field(
+                "workload.access_log",
+                format!("unknown access log format {}", workload.access_log),
+            ));
+        }
+    };
+    Ok(TelemetryView {
+        workload: Arc::new(own),
+        peers,
+        inbound_services,
+        access_log: Some(access_log),
     })
 }
 
@@ -150,13 +243,7 @@ fn service(s: pb::ServiceView) -> Result<Service, InvalidView> {
         .into_iter()
         .map(|p| service_port(p, &at))
         .collect::<Result<_, _>>()?;
-    Ok(Service {
-        host: s.host,
-        name: s.name,
-        namespace: s.namespace,
-        address,
-        ports,
-    })
+    Ok(Service::new(s.host, s.name, s.namespace, address, ports))
 }
 
 fn service_port(p: pb::ServicePort, service: &str) -> Result<ServicePort, InvalidView> {
@@ -231,7 +318,23 @@ mod tests {
                     mode_source: String::new(),
                     name: "http".into(),
                     opaque: true,
+                    service: Some(pb::ServiceRef {
+                        host: "sleep.team-app.svc.cluster.local".into(),
+                        name: "sleep".into(),
+                        namespace: "team-app".into(),
+                    }),
                 }],
+                meta: Some(pb::WorkloadMeta {
+                    name: "sleep".into(),
+                    namespace: "team-app".into(),
+                    identity: "spiffe://cluster.local/ns/team-app/sa/sleep".into(),
+                    address: "127.0.10.1".into(),
+                    app: "sleep".into(),
+                    version: String::new(),
+                    canonical_service: "sleep".into(),
+                    canonical_revision: "latest".into(),
+                }),
+                access_log: pb::AccessLog::Json as i32,
                 authorization_json: r#"{"policies":[{"namespace":"team-app","name":"deny-all","action":"ALLOW","dryRun":false,"rules":[]}]}"#.into(),
                 path_normalization_json: r#""MERGE_SLASHES""#.into(),
             }),
@@ -258,8 +361,18 @@ mod tests {
                     sni: String::new(),
                 }],
             }],
-            trust_bundle_pem: String::new(),
             trust_domain: "cluster.local".into(),
+            workloads: vec![pb::WorkloadMeta {
+                name: "httpbin-1".into(),
+                namespace: "team-app".into(),
+                identity: "spiffe://cluster.local/ns/team-app/sa/httpbin".into(),
+                address: "127.0.10.2".into(),
+                app: "httpbin".into(),
+                version: "v1".into(),
+                canonical_service: "httpbin".into(),
+                canonical_revision: "v1".into(),
+            }],
+            ..Default::default()
         }
     }
 
@@ -272,6 +385,22 @@ mod tests {
         assert!(v.opaque.contains(&8080));
         assert_eq!(v.authz.policies[0].name, "deny-all");
         assert_eq!(v.path_normalization, NormalizationType::MergeSlashes);
+        let t = &v.telemetry;
+        assert_eq!(&*t.workload.app, "sleep");
+        assert_eq!(&*t.workload.version, "unknown");
+        assert_eq!(
+            &*t.inbound_service(8080).host,
+            "sleep.team-app.svc.cluster.local"
+        );
+        assert_eq!(&*t.inbound_service(9).host, "unknown");
+        assert_eq!(t.access_log, Some(AccessLogFormat::Json));
+        let peer = t.peers.caller(
+            &"spiffe://cluster.local/ns/team-app/sa/httpbin"
+                .parse()
+                .unwrap(),
+            "127.0.10.2".parse().unwrap(),
+        );
+        assert_eq!((&*peer.workload, &*peer.version), ("httpbin-1", "v1"));
     }
 
     #[test]
@@ -303,5 +432,22 @@ mod tests {
                 "{authz} {normalization}"
             );
         }
+        // Telemetry strings are bounded, identities and addresses checked.
+        let mut long = pb_view();
+        long.workloads[0].app = "a".repeat(MAX_LABEL + 1);
+        assert!(from_proto(long, "sleep", "team-app").is_err());
+        let mut bad_peer = pb_view();
+        bad_peer.workloads[0].identity = "not-spiffe".into();
+        assert!(from_proto(bad_peer, "sleep", "team-app").is_err());
+        let mut newline = pb_view();
+        if let Some(w) = newline.workload.as_mut() {
+            w.meta.as_mut().unwrap().name = "a\nb".into();
+        }
+        assert!(from_proto(newline, "sleep", "team-app").is_err());
+        let mut bad_log = pb_view();
+        if let Some(w) = bad_log.workload.as_mut() {
+            w.access_log = 9;
+        }
+        assert!(from_proto(bad_log, "sleep", "team-app").is_err());
     }
 }

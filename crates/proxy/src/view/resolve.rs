@@ -34,31 +34,46 @@ pub enum ResolveError {
 impl View {
     /// The service port for `host:port`, with short names resolved in this view's namespace.
     pub fn resolve(&self, host: &str, port: u16) -> Result<&ServicePort, ResolveError> {
-        let service = self
+        self.resolve_service(host, port).map(|(_, p)| p)
+    }
+
+    /// The index of the service in [`View::services`] and its port for `host:port`.
+    pub fn resolve_service(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<(usize, &ServicePort), ResolveError> {
+        let (index, service) = self
             .find_service(host)
             .ok_or_else(|| ResolveError::UnknownService(host.to_owned()))?;
         service
             .ports
             .iter()
             .find(|p| p.port == port)
+            .map(|p| (index, p))
             .ok_or_else(|| ResolveError::UnknownPort {
                 host: service.host.clone(),
                 port,
             })
     }
 
-    fn find_service(&self, host: &str) -> Option<&Service> {
+    fn find_service(&self, host: &str) -> Option<(usize, &Service)> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let bare = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(&host);
         if let Ok(ip) = bare.parse::<IpAddr>() {
-            return self.services.iter().find(|s| s.address == Some(ip));
+            return self
+                .services
+                .iter()
+                .enumerate()
+                .find(|(_, s)| s.address == Some(ip));
         }
         self.services
             .iter()
-            .find(|s| self.names(s).any(|n| n == host))
+            .enumerate()
+            .find(|(_, s)| self.names(s).any(|n| n == host))
     }
 
     /// Every name `service` answers to from this view's namespace.
@@ -97,21 +112,22 @@ mod tests {
             authz: Default::default(),
             path_normalization: Default::default(),
             opaque: Default::default(),
+            telemetry: Default::default(),
             version: 1,
             namespace: "team-app".into(),
             trust_domain: "cluster.local".parse().unwrap(),
             inbound: BTreeMap::new(),
-            services: vec![Service {
-                host: "httpbin-svc.team-app.svc.cluster.local".into(),
-                name: "httpbin-svc".into(),
-                namespace: "team-app".into(),
-                address: Some("10.96.0.10".parse().unwrap()),
-                ports: vec![ServicePort::new(
+            services: vec![Service::new(
+                "httpbin-svc.team-app.svc.cluster.local".into(),
+                "httpbin-svc".into(),
+                "team-app".into(),
+                Some("10.96.0.10".parse().unwrap()),
+                vec![ServicePort::new(
                     8080,
                     vec![],
                     vec![ep("127.0.10.2", "httpbin"), ep("127.0.10.3", "httpbin")],
                 )],
-            }],
+            )],
         }
     }
 

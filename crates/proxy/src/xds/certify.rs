@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Backoff, ControlPlane, XdsError, random_unit};
 use crate::admin::Status;
 use crate::creds::{Credentials, CredsStore};
+use crate::metrics::Metrics;
 
 /// Fraction of the lifetime after which the certificate is renewed (Istio's default).
 const RENEW_RATIO: f64 = 0.5;
@@ -99,6 +100,7 @@ pub async fn run(
     token: String,
     store: CredsStore,
     status: watch::Sender<Status>,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
     let mut backoff = Backoff::new();
@@ -118,7 +120,7 @@ pub async fn run(
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(wait) => {}
                 }
-                renew_until_done(&cp, c, &status, &mut backoff, &stop).await
+                renew_until_done(&cp, c, &status, &metrics, &mut backoff, &stop).await
             }
         };
         match attempt {
@@ -129,6 +131,7 @@ pub async fn run(
             }
             Err(_) if stop.is_cancelled() => return,
             Err(err) => {
+                metrics.record_renewal_failure();
                 tracing::warn!(%err, "cannot get a certificate from the control plane");
                 status.send_modify(|s| s.renewal_error = Some(err.to_string()));
                 tokio::select! {
@@ -145,6 +148,7 @@ async fn renew_until_done(
     cp: &ControlPlane,
     current: &Credentials,
     status: &watch::Sender<Status>,
+    metrics: &Metrics,
     backoff: &mut Backoff,
     stop: &CancellationToken,
 ) -> Result<Credentials, XdsError> {
@@ -152,6 +156,7 @@ async fn renew_until_done(
         match certify(cp, None, Some(current)).await {
             Ok(creds) => return Ok(creds),
             Err(err) => {
+                metrics.record_renewal_failure();
                 tracing::warn!(%err, "certificate renewal failed; keeping the current certificate");
                 status.send_modify(|s| s.renewal_error = Some(err.to_string()));
             }

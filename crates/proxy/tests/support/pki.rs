@@ -122,6 +122,9 @@ pub(crate) fn proxy_config(
         outbound_port: 0,
         admin_port: 0,
         ready_port: 0,
+        stats_port: 0,
+        access_log: None,
+        access_log_sink: Default::default(),
         drain_timeout: Duration::from_secs(5),
         timeouts: Timeouts {
             first_byte: Duration::from_millis(300),
