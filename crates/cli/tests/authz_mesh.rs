@@ -11,32 +11,12 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use support::{meshward, stderr, stdout};
+use support::{Down, run_up as run, stderr, stdout};
 
 fn example() -> String {
     format!("{}/../../examples/zero-trust", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs `meshward ARGS` with the state and context of `home`.
-fn run(home: &Path, args: &[&str]) -> Output {
-    meshward()
-        .args(args)
-        .env("MESHWARD_STATE_DIR", home.join("up"))
-        .env("MESHWARD_CONTEXT", home.join("context.json"))
-        .output()
-        .unwrap()
-}
-
-/// Stops the mesh even when an assertion failed.
-struct Down<'a>(&'a Path);
-
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        let _ = run(self.0, &["down"]);
-    }
 }
 
 /// `curl` as `workload` (through its sidecar when it has one): status code and body.

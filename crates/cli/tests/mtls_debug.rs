@@ -7,9 +7,9 @@
 
 mod support;
 
-use std::{path::Path, process::Output};
+use std::process::Output;
 
-use support::{meshward, stderr, stdout};
+use support::{stderr, stdout};
 
 /// A `meshward up --detach` of the lab in its own state directory, stopped when dropped.
 struct Lab(tempfile::TempDir);
@@ -25,12 +25,7 @@ impl Lab {
 
     /// `meshward ARGS` with this lab's state and context, as a user's shell would have them.
     fn meshward(&self, args: &[&str]) -> Output {
-        let home: &Path = self.0.path();
-        let env = [
-            ("MESHWARD_STATE_DIR", home.join("up")),
-            ("MESHWARD_CONTEXT", home.join("context.json")),
-        ];
-        meshward().args(args).envs(env).output().unwrap()
+        support::run_up(self.0.path(), args)
     }
 }
 

@@ -8,24 +8,14 @@
 
 mod support;
 
-use std::{path::Path, process::Output};
+use std::path::Path;
 
-use support::{meshward, stderr, stdout, wait_for};
+use support::{Down, run_up as run, stderr, stdout, wait_for};
 
 const SUBNET: &str = "127.63";
 
 fn example() -> String {
     format!("{}/../../examples/team-app", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs `meshward ARGS` with the state and context of `home`.
-fn run(home: &Path, args: &[&str]) -> Output {
-    meshward()
-        .args(args)
-        .env("MESHWARD_STATE_DIR", home.join("up"))
-        .env("MESHWARD_CONTEXT", home.join("context.json"))
-        .output()
-        .unwrap()
 }
 
 /// Runs `meshward ARGS`, which must succeed, and returns its standard output.
@@ -45,15 +35,6 @@ fn fails(home: &Path, args: &[&str]) -> String {
     let out = run(home, args);
     assert!(!out.status.success(), "meshward {args:?} succeeded");
     stderr(&out)
-}
-
-/// Stops the mesh even when an assertion failed.
-struct Down<'a>(&'a Path);
-
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        let _ = run(self.0, &["down"]);
-    }
 }
 
 /// A table's rows, cells split where two or more spaces separate them (headers such as

@@ -6,31 +6,12 @@
 
 mod support;
 
-use std::{path::Path, process::Output};
+use std::path::Path;
 
-use support::{meshward, stderr, stdout};
+use support::{Down, run_up as run, stderr, stdout};
 
 fn example() -> String {
     format!("{}/../../examples/team-app", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs `meshward ARGS` with the state and context of `home`.
-fn run(home: &Path, args: &[&str]) -> Output {
-    meshward()
-        .args(args)
-        .env("MESHWARD_STATE_DIR", home.join("up"))
-        .env("MESHWARD_CONTEXT", home.join("context.json"))
-        .output()
-        .unwrap()
-}
-
-/// Stops the mesh even when an assertion failed.
-struct Down<'a>(&'a Path);
-
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        let _ = run(self.0, &["down"]);
-    }
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! - what Istio lacks: authorization denials and audits by policy, TLS handshake failures by
 //!   reason, inbound connections by port, transport and result (STRICT readiness, [`inbound`]),
 //!   certificate expiry (`istio_agent_cert_expiry_seconds`, the name Istio's agent uses) and
-//!   renewal failures.
+//!   renewal failures;
+//! - the standard process metrics (memory, CPU, file descriptors) for resource panels.
 //!
 //! Label values come from configuration and verified identities, never from requests, so the
 //! number of series is bounded by the mesh (and capped at [`istio::MAX_SERIES`] per kind).
@@ -14,6 +15,7 @@ mod histogram;
 pub mod inbound;
 pub mod istio;
 pub mod labels;
+mod process;
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -102,6 +104,7 @@ impl Default for Metrics {
         );
         let certs = Arc::new(CertExpiry::default());
         registry.register_collector(Box::new(Arc::clone(&certs)));
+        registry.register_collector(Box::new(process::ProcessCollector));
         Self {
             registry,
             istio,

@@ -14,6 +14,26 @@ pub fn meshward() -> Command {
     Command::new(env!("CARGO_BIN_EXE_meshward"))
 }
 
+/// Runs `meshward ARGS` with the `meshward up` state directory and context file of `home`, as a
+/// user's shell would have them.
+pub fn run_up(home: &Path, args: &[&str]) -> Output {
+    meshward()
+        .args(args)
+        .env("MESHWARD_STATE_DIR", home.join("up"))
+        .env("MESHWARD_CONTEXT", home.join("context.json"))
+        .output()
+        .expect("run meshward")
+}
+
+/// Stops the mesh of `home` (`meshward down`) even when an assertion failed.
+pub struct Down<'a>(pub &'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = run_up(self.0, &["down"]);
+    }
+}
+
 /// A process killed when dropped, so a failing test leaves nothing running.
 pub struct Running(pub Child);
 
