@@ -140,6 +140,29 @@ fn team_app_lab_strict_refuses_the_pod_without_sidecar() {
         "PERMISSIVE to take effect",
     );
 
+    // What the sidecars saw answers "is it safe to switch back to STRICT?": the probes above
+    // reached httpbin in plaintext, so it is not.
+    let out = run(home, &["authn", "readiness", "-n", "team-app"]);
+    assert!(!out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let row = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("httpbin.team-app"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        row.contains("PERMISSIVE") && row.contains("plaintext client(s)"),
+        "{row}"
+    );
+    let out = run(
+        home,
+        &["authn", "readiness", "client.team-app", "-o", "json"],
+    );
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(
+        rows.as_array().is_some_and(Vec::is_empty),
+        "client serves no port: {rows}"
+    );
+
     // The trust chain and every workload certificate, as the seeds' management script shows.
     let out = run(home, &["ca", "status"]);
     assert!(out.status.success(), "{}", stderr(&out));

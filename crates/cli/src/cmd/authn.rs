@@ -3,6 +3,8 @@
 //! configuration without `-f` — and whether a namespace can be switched to STRICT without
 //! cutting clients off. Exit 1 when any pair conflicts.
 
+mod readiness;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,6 +21,9 @@ use crate::output;
 pub(crate) enum AuthnCommand {
     /// Effective mTLS per server port and per client → server pair; exit 1 on any CONFLICT.
     TlsCheck(TlsCheckArgs),
+    /// Is it safe to switch to STRICT? Per sidecar port: mTLS and plaintext connections seen
+    /// and the last plaintext clients; exit 1 when a non-STRICT port still has some.
+    Readiness(readiness::ReadinessArgs),
 }
 
 /// Arguments of `authn tls-check`.
@@ -48,6 +53,7 @@ enum Format {
 pub(crate) fn run(command: AuthnCommand) -> anyhow::Result<ExitCode> {
     match command {
         AuthnCommand::TlsCheck(args) => tls_check_verb(args),
+        AuthnCommand::Readiness(args) => readiness::run(args),
     }
 }
 

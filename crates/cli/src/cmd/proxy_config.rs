@@ -936,7 +936,7 @@ fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
 
 /// One HTTP/1.1 request to an admin port: the status code and the body, read to the end of
 /// the connection (the request asks the server to close), every step bounded in time and size.
-async fn admin_request(
+pub(crate) async fn admin_request(
     addr: SocketAddr,
     method: &str,
     path: &str,
