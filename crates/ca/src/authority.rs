@@ -10,7 +10,7 @@ use rcgen::{CertificateParams, Issuer, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
 
-use crate::cert::to_pem;
+use crate::cert::{spki_sha256, to_pem};
 use crate::files::{FilesError, create_dir_atomically, read_bounded};
 use crate::init::{InitOptions, new_ca_files};
 use crate::load::{
@@ -61,6 +61,9 @@ pub enum CaError {
     /// Key or certificate generation failed.
     #[error("cannot generate the CA: {0}")]
     Rcgen(rcgen::Error),
+    /// A root rotation cannot go ahead.
+    #[error("root rotation: {0}")]
+    Rotation(String),
     /// The system random generator failed.
     #[error("the system random number generator failed")]
     Random,
@@ -218,6 +221,56 @@ impl Authority {
     /// The root the signing chain ends at.
     pub fn root(&self) -> Option<&CertificateDer<'static>> {
         self.chain_above.last()
+    }
+
+    /// What issued leaves carry above themselves: the signing certificate (unless it is the
+    /// root), intermediates, then the root (or, during a root rotation, a path to the old root).
+    pub fn chain_above(&self) -> &[CertificateDer<'static>] {
+        &self.chain_above
+    }
+
+    /// When the signing certificate expires.
+    pub fn signing_not_after(&self) -> OffsetDateTime {
+        self.ca_not_after
+    }
+
+    /// SHA-256 (lower-case hex) of the signing certificate's SubjectPublicKeyInfo: names the
+    /// key that signs leaves, whichever certificate (or cross-signed twin) carries it.
+    pub fn signer_key_sha256(&self) -> String {
+        spki_sha256(&self.signing_cert).unwrap_or_default()
+    }
+
+    /// Replaces the roots handed to peers (a rotation trusts the old and the new root at once).
+    pub(crate) fn with_roots(
+        mut self,
+        roots: Vec<CertificateDer<'static>>,
+        path: &Path,
+    ) -> Result<Self, CaError> {
+        self.bundle = TrustBundle::new(self.trust_domain.clone(), roots).map_err(|source| {
+            CaError::Bundle {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        Ok(self)
+    }
+
+    /// Replaces what leaves carry above the signing certificate.
+    pub(crate) fn with_chain_above(mut self, chain: Vec<CertificateDer<'static>>) -> Self {
+        self.chain_above = chain;
+        self
+    }
+
+    /// Signs `params` for `public_key` with this CA's key (a cross-signed twin of another CA
+    /// certificate).
+    pub(crate) fn sign_ca(
+        &self,
+        params: &CertificateParams,
+        public_key: &impl rcgen::PublicKeyData,
+    ) -> Result<rcgen::Certificate, CaError> {
+        params
+            .signed_by(public_key, &self.issuer)
+            .map_err(CaError::Rcgen)
     }
 
     /// Signs a PKCS#10 `csr` (PEM or DER) for the identity the caller proved; the CSR's own

@@ -1,9 +1,9 @@
 //! Small certificate utilities shared by loading, issuing and the CLI: PEM encoding, SHA-256
 //! fingerprints, random serials and the trust domain a CA certificate names.
 
-use aws_lc_rs::digest;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use meshward_identity::TrustDomain;
+pub use meshward_identity::{fingerprint_sha256, spki_sha256};
 use rcgen::SerialNumber;
 use rustls_pki_types::CertificateDer;
 use x509_parser::extensions::GeneralName;
@@ -20,17 +20,6 @@ pub fn to_pem<'a>(certs: impl IntoIterator<Item = &'a CertificateDer<'a>>) -> St
             )
         })
         .collect()
-}
-
-/// SHA-256 of the DER, as colon-separated upper-case hex (what `openssl x509 -fingerprint
-/// -sha256` prints).
-pub fn fingerprint_sha256(der: &[u8]) -> String {
-    digest::digest(&digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// A random positive serial with 127 bits of entropy (RFC 5280 allows up to 20 octets).

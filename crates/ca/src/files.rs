@@ -108,6 +108,40 @@ pub(crate) fn create_dir_atomically(dir: &Path, files: &[(&str, &[u8])]) -> Resu
     result
 }
 
+/// Replaces one file atomically with mode 0600: a temporary sibling, fsync, rename, fsync of
+/// the directory. A crash leaves the old content or the new, never half of either.
+pub(crate) fn write_file_atomically(path: &Path, contents: &[u8]) -> Result<(), FilesError> {
+    let write_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| FilesError::Write { path, source }
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map_or_else(|| "state".into(), |n| n.to_string_lossy());
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(write_err(&tmp))?;
+        file.write_all(contents).map_err(write_err(&tmp))?;
+        file.sync_all().map_err(write_err(&tmp))?;
+        fs::rename(&tmp, path).map_err(write_err(path))?;
+        sync_dir(&parent)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 fn write_staging(staging: &Path, files: &[(&str, &[u8])]) -> Result<(), FilesError> {
     let write_err = |path: &Path| {
         let path = path.to_owned();
@@ -131,7 +165,7 @@ fn write_staging(staging: &Path, files: &[(&str, &[u8])]) -> Result<(), FilesErr
     sync_dir(staging)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), FilesError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), FilesError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|source| FilesError::Write {

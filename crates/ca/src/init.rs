@@ -52,8 +52,8 @@ impl InitOptions {
     }
 }
 
-fn ca_params(
-    options: &InitOptions,
+pub(crate) fn ca_params(
+    trust_domain: &TrustDomain,
     common_name: &str,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
@@ -61,7 +61,7 @@ fn ca_params(
     let mut params = CertificateParams::default();
     params
         .distinguished_name
-        .push(DnType::OrganizationName, options.trust_domain.as_str());
+        .push(DnType::OrganizationName, trust_domain.as_str());
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);
@@ -72,7 +72,7 @@ fn ca_params(
         KeyUsagePurpose::DigitalSignature,
     ];
     // SPIFFE lets CA certificates name their trust domain; loading reads it back from here.
-    let uri = options.trust_domain.to_spiffe_id().to_string();
+    let uri = trust_domain.to_spiffe_id().to_string();
     params.subject_alt_names = vec![SanType::URI(uri.try_into().map_err(CaError::Rcgen)?)];
     params.not_before = not_before;
     params.not_after = not_after;
@@ -87,7 +87,12 @@ pub(crate) fn new_ca_files(options: &InitOptions) -> Result<Vec<(&'static str, S
     let not_before = now - crate::sign::BACKDATE;
     let root_end = now + options.root_ttl;
     let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::Rcgen)?;
-    let root_params = ca_params(options, "Meshward root CA", not_before, root_end)?;
+    let root_params = ca_params(
+        &options.trust_domain,
+        "Meshward root CA",
+        not_before,
+        root_end,
+    )?;
     let root = root_params.self_signed(&root_key).map_err(CaError::Rcgen)?;
     let td = format!("{}\n", options.trust_domain);
 
@@ -102,7 +107,7 @@ pub(crate) fn new_ca_files(options: &InitOptions) -> Result<Vec<(&'static str, S
     };
     let inter_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::Rcgen)?;
     let inter_params = ca_params(
-        options,
+        &options.trust_domain,
         "Meshward intermediate CA",
         not_before,
         (now + ttl).min(root_end),

@@ -114,6 +114,14 @@ pub enum LoadError {
         /// The roots file.
         roots: PathBuf,
     },
+    /// A rotation's state file is unusable.
+    #[error("{}: {reason}", path.display())]
+    BadState {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The `trust-domain` file is invalid.
     #[error("{}: {reason}", path.display())]
     BadTrustDomain {
@@ -285,7 +293,7 @@ fn check_signed_by(
         .map_err(|err| broken(format!("signature check failed: {err}")))
 }
 
-fn check_ca(path: &Path, cert: &X509Certificate<'_>) -> Result<(), LoadError> {
+pub(crate) fn check_ca(path: &Path, cert: &X509Certificate<'_>) -> Result<(), LoadError> {
     let subject = cert.subject().to_string();
     if !cert.is_ca() {
         return Err(LoadError::NotCa {
@@ -307,7 +315,7 @@ fn check_ca(path: &Path, cert: &X509Certificate<'_>) -> Result<(), LoadError> {
     Ok(())
 }
 
-fn check_validity(path: &Path, cert: &X509Certificate<'_>) -> Result<(), LoadError> {
+pub(crate) fn check_validity(path: &Path, cert: &X509Certificate<'_>) -> Result<(), LoadError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -366,7 +374,7 @@ fn read_certs(path: &Path, required: bool) -> Result<Vec<CertificateDer<'static>
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> Result<KeyPair, LoadError> {
+pub(crate) fn read_key(path: &Path) -> Result<KeyPair, LoadError> {
     let bad = |reason: String| LoadError::BadKey {
         path: path.to_owned(),
         reason,

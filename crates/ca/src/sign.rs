@@ -79,6 +79,10 @@ pub enum SignError {
     /// Certificate generation failed.
     #[error("cannot issue the certificate: {0}")]
     Issue(String),
+    /// The identity is revoked: no certificate is issued for it until an administrator
+    /// lifts the revocation.
+    #[error("`{0}` is revoked; an administrator must run `meshward ca unrevoke {0}` first")]
+    Revoked(SpiffeId),
 }
 
 /// The CA's rules for leaf lifetimes.

@@ -62,7 +62,10 @@ fn compile(shared: &Shared, revision: u64, documents: Vec<meshward_config::Docum
         Ok(mesh) => {
             let mesh = Arc::new(mesh);
             *shared.mesh.write().unwrap_or_else(|p| p.into_inner()) = mesh.clone();
-            let views = views(&mesh, shared.trust_domain.as_str(), &shared.ca.roots_pem());
+            // Trust changes republish too: one publication at a time, with the trust in force.
+            let _publishing = shared.ca.publishing();
+            let mut views = views(&mesh, shared.trust_domain.as_str(), &shared.ca.roots_pem());
+            shared.ca.decorate(&mut views);
             let changed = shared.hub.publish(views);
             info!(revision, changed, "configuration compiled");
         }

@@ -1,22 +1,19 @@
-//! The control plane's own credentials, issued by its CA through the same signing path as any
-//! workload: its serving certificate (regenerated at every start, never written to disk) and
-//! the administrator's client certificate (created once, kept in the data directory, 0600).
+//! The administrator's client certificate, issued by the control plane's CA through the same
+//! signing path as any workload: created once, kept in the data directory (0600), and replaced
+//! when it no longer verifies or another CA signs. The serving certificate of port 15012 lives
+//! in [`crate::trust`] (never written to disk).
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
 use meshward_ca::Authority;
 use meshward_identity::{SpiffeId, TrustBundleSet};
-use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
-use crate::{StartError, files, tls};
+use crate::{StartError, files};
 
-/// Lifetime of the control plane's serving certificate; it is reissued at every start.
-const SERVER_CERT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Lifetime of the administrator's certificate.
 const ADMIN_CERT_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 
@@ -72,25 +69,21 @@ fn admin_cert_usable(ca: &Authority, path: &Path, identity: &SpiffeId) -> bool {
     let mut bundles = TrustBundleSet::new();
     bundles.insert(ca.trust_bundle().clone());
     let allowed = meshward_identity::AllowedPeers::default().with_id(identity.clone());
-    meshward_identity::verify_svid_chain(
+    let verified = meshward_identity::verify_svid_chain(
         &chain,
         meshward_identity::Side::Client,
         &bundles,
         &allowed,
         rustls_pki_types::UnixTime::now(),
     )
-    .is_ok()
-}
-
-/// A fresh serving certificate for `identity`, and the TLS config of port 15012.
-pub(crate) fn server_tls(ca: &Authority, identity: &SpiffeId) -> Result<ServerConfig, StartError> {
-    let (svid, key) = ca
-        .issue_with_new_key(identity, Some(SERVER_CERT_TTL))
-        .map_err(|e| StartError::Ca(e.to_string()))?;
-    let mut bundles = TrustBundleSet::new();
-    bundles.insert(ca.trust_bundle().clone());
-    tls::server_config(Arc::new(bundles), svid.chain, key)
-        .map_err(|e| StartError::Tls(e.to_string()))
+    .is_ok();
+    // A certificate from another signer (before a root rotation switched it) is replaced, so
+    // the administrator keeps working once the old root is gone.
+    verified
+        && chain
+            .get(1)
+            .and_then(|signer| meshward_ca::spki_sha256(signer.as_ref()))
+            .is_some_and(|key| key == ca.signer_key_sha256())
 }
 
 fn pem_key(key: &PrivateKeyDer<'_>) -> Result<String, StartError> {

@@ -3,12 +3,14 @@
 pub(crate) mod admin;
 pub(crate) mod certificates;
 pub(crate) mod discovery;
+pub(crate) mod trust;
 
 use std::{sync::Arc, time::Duration};
 
+use rustls::ServerConfig;
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, mpsc},
+    sync::{Semaphore, mpsc, watch},
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
@@ -22,9 +24,10 @@ const MAX_CONCURRENT_HANDSHAKES: usize = 256;
 /// Accepts TCP connections on `listener` and yields those whose TLS handshake completes.
 ///
 /// Handshakes run in their own tasks, so one slow or silent client never delays the others.
+/// Each one takes the TLS config in force when it starts (trust changes rebuild it).
 pub(crate) fn incoming(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    configs: watch::Receiver<Arc<ServerConfig>>,
 ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
@@ -40,7 +43,7 @@ pub(crate) fn incoming(
                     continue;
                 }
             };
-            let acceptor = acceptor.clone();
+            let acceptor = TlsAcceptor::from(configs.borrow().clone());
             let tx = tx.clone();
             tokio::spawn(async move {
                 let _permit = permit;

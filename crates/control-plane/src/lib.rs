@@ -18,6 +18,7 @@ mod metrics;
 pub mod registry;
 mod tls;
 pub mod tokens;
+mod trust;
 
 use std::{
     net::SocketAddr,
@@ -28,11 +29,9 @@ use std::{
 
 use meshward_api::v1::{
     admin_server::AdminServer, certificates_server::CertificatesServer,
-    discovery_server::DiscoveryServer,
+    discovery_server::DiscoveryServer, trust_server::TrustServer,
 };
-use meshward_ca::{
-    Authority, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT, SigningPolicy,
-};
+use meshward_ca::{CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT, SigningPolicy};
 use meshward_identity::{SpiffeId, TrustDomain};
 use meshward_store::FileStore;
 use tokio::net::TcpListener;
@@ -100,7 +99,8 @@ pub enum StartError {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) trust_domain: TrustDomain,
-    pub(crate) ca: Authority,
+    /// The CA in force, revocations, and the root rotation.
+    pub(crate) ca: trust::Ca,
     pub(crate) tokens: Arc<JoinTokens>,
     pub(crate) store: FileStore,
     pub(crate) registry: Registry,
@@ -169,12 +169,14 @@ impl ControlPlane {
             reason: e.to_string(),
         })?;
         let trust_domain = settings.trust_domain.clone();
-        let ca = Authority::load_or_init(&data_dir.join("ca"), &trust_domain)
-            .map_err(|e| StartError::Ca(e.to_string()))?
-            .with_policy(SigningPolicy {
+        let ca = trust::Ca::open(
+            &data_dir,
+            &trust_domain,
+            SigningPolicy {
                 default_ttl: settings.workload_cert_ttl,
                 ..SigningPolicy::default()
-            });
+            },
+        )?;
         let tokens = JoinTokens::open(&data_dir).map_err(|e| StartError::DataDir {
             path: data_dir.clone(),
             reason: e.to_string(),
@@ -184,8 +186,8 @@ impl ControlPlane {
 
         let server_id = system_identity(&trust_domain, CONTROL_PLANE_ACCOUNT)?;
         let admin_identity = system_identity(&trust_domain, ADMIN_ACCOUNT)?;
-        let admin_files = credentials::ensure_admin(&ca, &data_dir, &admin_identity)?;
-        let server_tls = credentials::server_tls(&ca, &server_id)?;
+        let admin_files = credentials::ensure_admin(&ca.current(), &data_dir, &admin_identity)?;
+        let (server_tls, tls_follower) = trust::serving_configs(&ca, &server_id)?;
 
         let grpc = bind(settings.grpc_addr).await?;
         let http = bind(settings.http_addr).await?;
@@ -193,7 +195,7 @@ impl ControlPlane {
         let http_addr = local_addr(&http)?;
 
         let metrics = Metrics::default();
-        if let Some(not_after) = ca.root().and_then(|root| not_after(root)) {
+        if let Some(not_after) = ca.root().and_then(|root| not_after(&root)) {
             metrics.root_cert_expiry_timestamp.set(not_after);
         }
         let mut prometheus = prometheus_client::registry::Registry::default();
@@ -228,8 +230,9 @@ impl ControlPlane {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(http::serve(http, Arc::new(prometheus)));
         tasks.spawn(compile::run(shared.clone()));
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
-        let incoming = grpc::incoming(grpc, acceptor);
+        tasks.spawn(trust::run(shared.clone(), tls_follower));
+        tasks.spawn(trust::rotation::drive(shared.clone()));
+        let incoming = grpc::incoming(grpc, server_tls);
         let router = tonic::transport::Server::builder()
             .add_service(CertificatesServer::new(
                 grpc::certificates::CertificateService(shared.clone()),
@@ -238,6 +241,8 @@ impl ControlPlane {
                 shared.clone(),
             )))
             .add_service(AdminServer::new(grpc::admin::AdminService(shared.clone())));
+        let router =
+            router.add_service(TrustServer::new(grpc::trust::TrustService(shared.clone())));
         tasks.spawn(async move {
             if let Err(e) = router.serve_with_incoming(incoming).await {
                 warn!(error = %e, "gRPC server stopped");

@@ -13,6 +13,7 @@ use rustls_pki_types::{CertificateDer, TrustAnchor};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::id::TrustDomain;
+use crate::revocation::Revocations;
 
 /// Why a trust bundle could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,10 +174,12 @@ fn check_root(der: &CertificateDer<'_>) -> Result<(), String> {
 
 // === impl TrustBundleSet ===
 
-/// The bundles of every trust domain a workload trusts, keyed by trust domain.
+/// The bundles of every trust domain a workload trusts, keyed by trust domain, and the
+/// identities and certificates it no longer accepts whatever their chain says.
 #[derive(Debug, Clone, Default)]
 pub struct TrustBundleSet {
     bundles: BTreeMap<TrustDomain, TrustBundle>,
+    revocations: Revocations,
 }
 
 impl TrustBundleSet {
@@ -198,6 +201,36 @@ impl TrustBundleSet {
     /// Every bundle, ordered by trust domain.
     pub fn iter(&self) -> impl Iterator<Item = &TrustBundle> {
         self.bundles.values()
+    }
+
+    /// Replaces the revoked identities and certificates: verification refuses them from now on.
+    pub fn set_revocations(&mut self, revocations: Revocations) {
+        self.revocations = revocations;
+    }
+
+    /// The revoked identities and certificates.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
+    }
+
+    /// The same roots with nothing revoked (to check a workload's own certificate, which stays
+    /// in use for its outbound calls even when others refuse it).
+    pub fn without_revocations(&self) -> Self {
+        Self {
+            bundles: self.bundles.clone(),
+            revocations: Revocations::new(),
+        }
+    }
+
+    /// Whether both sets hold the same roots for the same trust domains and revoke the same.
+    pub fn same_trust(&self, other: &Self) -> bool {
+        self.revocations == other.revocations
+            && self.bundles.len() == other.bundles.len()
+            && self
+                .bundles
+                .iter()
+                .zip(other.bundles.iter())
+                .all(|((a, x), (b, y))| a == b && x.roots() == y.roots())
     }
 }
 

@@ -41,6 +41,31 @@ pub struct CertInfo {
     pub is_ca: bool,
 }
 
+/// SHA-256 of the DER, as colon-separated upper-case hex (what `openssl x509 -fingerprint
+/// -sha256` prints).
+pub fn fingerprint_sha256(der: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// SHA-256 (lower-case hex) of a certificate's SubjectPublicKeyInfo, `None` if it does not
+/// parse. It names a key whatever certificate carries it: a CA and its cross-signed twin share
+/// it.
+pub fn spki_sha256(der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.public_key().raw)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
+}
+
 /// Summarises one DER certificate.
 pub fn describe(der: &CertificateDer<'_>) -> Result<CertInfo, SvidError> {
     let cert = crate::svid::parse(der, 1)?;

@@ -16,6 +16,7 @@
 mod bundle;
 mod id;
 mod inspect;
+mod revocation;
 mod svid;
 #[cfg(test)]
 mod test_pki;
@@ -23,7 +24,8 @@ mod verifier;
 
 pub use bundle::{BundleError, SkippedCert, TrustBundle, TrustBundleSet};
 pub use id::{IdError, SpiffeId, TrustDomain};
-pub use inspect::{CertInfo, KeyType, describe};
+pub use inspect::{CertInfo, KeyType, describe, fingerprint_sha256, spki_sha256};
+pub use revocation::{Revocations, Serial, SerialError};
 pub use svid::{AllowedPeers, Side, SvidError, peer_spiffe_id, verify_svid_chain};
 pub use verifier::{
     SpiffeClientVerifier, SpiffeServerVerifier, client_config, crypto_provider, server_config,

@@ -15,6 +15,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::bundle::TrustBundleSet;
 use crate::id::{IdError, SpiffeId, TrustDomain};
+use crate::revocation::{Revocations, Serial};
 use crate::verifier::crypto_provider;
 
 /// Which side of a TLS connection presented the chain being verified.
@@ -114,6 +115,17 @@ pub enum SvidError {
     /// The peer is valid but not one of the identities this side accepts.
     #[error("`{0}` is not among the allowed identities")]
     NotAllowed(SpiffeId),
+    /// The peer's identity is revoked.
+    #[error("`{0}` is revoked")]
+    RevokedIdentity(SpiffeId),
+    /// A certificate of the chain is revoked by its serial number.
+    #[error("certificate #{position} of the chain (serial {serial}) is revoked")]
+    RevokedCertificate {
+        /// 1-based position in the chain (1 is the leaf).
+        position: usize,
+        /// Its serial number, hex.
+        serial: String,
+    },
 }
 
 // === impl AllowedPeers ===
@@ -204,6 +216,7 @@ pub fn verify_svid_chain(
             .map_or(0, |i| i + 2);
         check_signer(&parse(&der, position)?)?;
     }
+    check_revocations(&id, &leaf, intermediates, bundles.revocations())?;
 
     if !allowed.allows(&id) {
         return Err(SvidError::NotAllowed(id));
@@ -289,6 +302,37 @@ fn check_leaf(leaf: &X509Certificate<'_>, side: Side) -> Result<(), SvidError> {
     };
     if !has {
         return Err(SvidError::MissingEku { side, eku: name });
+    }
+    Ok(())
+}
+
+/// Refuses a revoked identity, and any certificate of the chain revoked by serial.
+fn check_revocations(
+    id: &SpiffeId,
+    leaf: &X509Certificate<'_>,
+    intermediates: &[CertificateDer<'_>],
+    revocations: &Revocations,
+) -> Result<(), SvidError> {
+    if revocations.is_empty() {
+        return Ok(());
+    }
+    if revocations.revokes_id(id) {
+        return Err(SvidError::RevokedIdentity(id.clone()));
+    }
+    let revoked = |position: usize, cert: &X509Certificate<'_>| {
+        let serial = Serial::from_der_bytes(cert.raw_serial());
+        if revocations.revokes_serial(&serial) {
+            Err(SvidError::RevokedCertificate {
+                position,
+                serial: serial.to_hex(),
+            })
+        } else {
+            Ok(())
+        }
+    };
+    revoked(1, leaf)?;
+    for (i, der) in intermediates.iter().enumerate() {
+        revoked(i + 2, &parse(der, i + 2)?)?;
     }
     Ok(())
 }

@@ -71,7 +71,8 @@ impl std::fmt::Debug for Credentials {
 
 impl Credentials {
     /// Checks that `chain` is a valid SVID under `bundles` now and that `key` matches it, then
-    /// builds the server config.
+    /// builds the server config. The bundles' revocations apply to peers, not to this proxy's
+    /// own certificate: a revoked workload is cut off by the others.
     pub fn new(
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
@@ -80,7 +81,7 @@ impl Credentials {
         let id = verify_svid_chain(
             &chain,
             Side::Client,
-            &bundles,
+            &bundles.without_revocations(),
             &AllowedPeers::any(),
             UnixTime::now(),
         )?;
@@ -117,6 +118,37 @@ impl Credentials {
     /// The private key (for the control-plane channel; it never leaves the process).
     pub(crate) fn key(&self) -> &PrivateKeyDer<'static> {
         &self.key
+    }
+
+    /// SHA-256 (hex) of the SubjectPublicKeyInfo of the CA that signed the leaf (the next
+    /// certificate of the chain), empty when the chain has none.
+    pub fn signer_key(&self) -> String {
+        self.chain
+            .get(1)
+            .and_then(|c| meshward_identity::spki_sha256(c.as_ref()))
+            .unwrap_or_default()
+    }
+
+    /// The leaf's serial number, lower-case hex.
+    pub fn serial(&self) -> String {
+        self.chain
+            .first()
+            .and_then(|leaf| X509Certificate::from_der(leaf.as_ref()).ok())
+            .map(|(_, cert)| meshward_identity::Serial::from_der_bytes(cert.raw_serial()).to_hex())
+            .unwrap_or_default()
+    }
+
+    /// SHA-256 fingerprints of the roots trusted for this proxy's own trust domain.
+    pub fn own_roots(&self) -> Vec<String> {
+        self.bundles
+            .get(self.id.trust_domain())
+            .map(|b| {
+                b.roots()
+                    .iter()
+                    .map(|r| meshward_identity::fingerprint_sha256(r.as_ref()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// When the leaf expires.
@@ -171,6 +203,8 @@ impl Credentials {
     pub fn summary(&self) -> CertSummary {
         CertSummary {
             identity: self.id.to_string(),
+            serial: self.serial(),
+            signer: self.signer_key(),
             not_before: unix(self.not_before),
             not_after: unix(self.not_after),
             chain_len: self.chain.len(),
@@ -189,6 +223,10 @@ impl Credentials {
 pub struct CertSummary {
     /// The SPIFFE ID.
     pub identity: String,
+    /// The leaf's serial number, lower-case hex (what `meshward ca revoke --serial` takes).
+    pub serial: String,
+    /// SHA-256 of the signing CA's public key (changes when a root rotation re-issues it).
+    pub signer: String,
     /// Unix seconds.
     pub not_before: u64,
     /// Unix seconds.
@@ -233,6 +271,7 @@ pub fn peer_id(certs: Option<&[CertificateDer<'_>]>) -> Option<SpiffeId> {
 #[derive(Debug, Clone)]
 pub struct CredsStore {
     tx: watch::Sender<Option<Arc<Credentials>>>,
+    renew: Arc<tokio::sync::Notify>,
 }
 
 /// The reader side: the current credentials, `None` until the first certificate.
@@ -249,7 +288,19 @@ impl CredsStore {
     pub fn new() -> Self {
         Self {
             tx: watch::Sender::new(None),
+            renew: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Asks whoever renews the certificate to do it now (the control plane wants every
+    /// certificate re-issued, e.g. during a root rotation).
+    pub fn request_renewal(&self) {
+        self.renew.notify_one();
+    }
+
+    /// Resolves when a renewal is requested.
+    pub async fn renewal_requested(&self) {
+        self.renew.notified().await;
     }
 
     /// Replaces the current credentials. Open connections keep the config they started with.

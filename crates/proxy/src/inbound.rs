@@ -406,7 +406,11 @@ impl Inbound {
             }),
             ..accepted
         };
-        self.forward(tls, xfcc, conn, accepted).await;
+        let revoked = crate::revocation::until_revoked(self.creds.clone(), &tls);
+        tokio::select! {
+            () = self.forward(tls, xfcc, conn, accepted) => {}
+            () = revoked => tracing::info!(%peer, port, "connection closed: the peer's certificate or identity was revoked"),
+        }
     }
 
     /// Forwards a stream whose peer is `xfcc` (verified) or unknown (`None`), described for

@@ -26,6 +26,7 @@ pub mod io;
 pub mod metrics;
 pub mod outbound;
 mod proxy;
+mod revocation;
 pub mod telemetry;
 pub mod tls;
 pub mod view;

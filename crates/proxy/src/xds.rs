@@ -89,10 +89,27 @@ impl ControlPlane {
             .ok_or_else(|| XdsError::Resolve(self.address.clone()))
     }
 
+    /// The roots that verify the control plane: `--control-plane-root`'s, and the mesh's roots
+    /// in force (after a root rotation the control plane's certificate chains to the new root).
+    fn roots(&self, creds: Option<&Credentials>) -> Arc<TrustBundleSet> {
+        let td = self.expected.trust_domain();
+        let (Some(file), Some(pushed)) =
+            (self.roots.get(td), creds.and_then(|c| c.bundles().get(td)))
+        else {
+            return Arc::clone(&self.roots);
+        };
+        let mut bundle = file.clone();
+        for root in pushed.roots() {
+            // The pushed roots were checked when they were installed.
+            let _ = bundle.add_root(root.clone());
+        }
+        Arc::new(TrustBundleSet::from(bundle))
+    }
+
     /// A channel authenticated by `creds` (mTLS), or by nothing (join-token signing).
     async fn channel(&self, creds: Option<&Credentials>) -> Result<Channel, XdsError> {
         let verifier = SpiffeServerVerifier::new(
-            Arc::clone(&self.roots),
+            self.roots(creds),
             AllowedPeers::default().with_id(self.expected.clone()),
         );
         let builder = ClientConfig::builder_with_provider(crypto_provider())

@@ -82,11 +82,11 @@ impl Discovery for FakeCp {
         self.hellos.lock().unwrap().push(hello.workload);
         let acks = self.acks.clone();
         tokio::spawn(async move {
-            while let Some(Ok(DiscoveryRequest {
-                kind: Some(Kind::Ack(ack)),
-            })) = inbound.next().await
-            {
-                let _ = acks.send(ack);
+            // Acks, and the trust reports the proxy sends besides.
+            while let Some(Ok(request)) = inbound.next().await {
+                if let Some(Kind::Ack(ack)) = request.kind {
+                    let _ = acks.send(ack);
+                }
             }
         });
         let mut views = self

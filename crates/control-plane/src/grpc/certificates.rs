@@ -57,6 +57,9 @@ impl Certificates for CertificateService {
                 "{identity} is reserved for the control plane"
             )));
         }
+        // A revoked identity does not enroll again, join token or not, until an administrator
+        // lifts the revocation.
+        shared.ca.check_not_revoked(&identity)?;
         let ttl = match req.ttl_seconds {
             0 => None,
             s => Some(Duration::from_secs(s)),

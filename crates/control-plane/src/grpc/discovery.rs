@@ -110,6 +110,9 @@ impl Discovery for DiscoveryService {
                             Err(_) => break 'push,
                         },
                         message = inbound.next() => match message {
+                            Some(Ok(DiscoveryRequest { kind: Some(Kind::Trust(report)) })) => {
+                                shared.ca.record_report(&workload, &report);
+                            }
                             Some(Ok(DiscoveryRequest { kind: Some(Kind::Ack(ack)) })) => {
                                 settle(&shared, &mut pending, &ack);
                                 record_ack(&registry, &workload, ack);

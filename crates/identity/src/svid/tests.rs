@@ -205,3 +205,55 @@ fn errors_name_the_rule() {
         "a client SVID must have extendedKeyUsage clientAuth"
     );
 }
+
+#[test]
+fn refuses_revoked_identities_and_serials() {
+    use crate::revocation::{Revocations, Serial};
+    let root = TestCa::root("root");
+    let inter = root.intermediate(ca_params("intermediate"));
+    let (chain, _) = inter.leaf(&leaf_params(ID));
+    let check = |revocations: Revocations| {
+        let mut bundles = root.bundles(TD);
+        bundles.set_revocations(revocations);
+        verify_svid_chain(
+            &chain,
+            Side::Client,
+            &bundles,
+            &AllowedPeers::any(),
+            UnixTime::now(),
+        )
+    };
+    assert!(check(Revocations::new()).is_ok());
+
+    let mut by_id = Revocations::new();
+    by_id.revoke_id(ID.parse().unwrap());
+    let err = check(by_id).unwrap_err();
+    assert_eq!(err, SvidError::RevokedIdentity(ID.parse().unwrap()));
+    assert_eq!(err.to_string(), format!("`{ID}` is revoked"));
+
+    let serial_of = |der: &CertificateDer<'_>| {
+        let (_, cert) = X509Certificate::from_der(der.as_ref()).unwrap();
+        Serial::from_der_bytes(cert.raw_serial())
+    };
+    let mut leaf = Revocations::new();
+    leaf.revoke_serial(serial_of(&chain[0]));
+    assert!(matches!(
+        check(leaf),
+        Err(SvidError::RevokedCertificate { position: 1, .. })
+    ));
+    // Revoking the intermediate cuts off everything it signed.
+    let mut intermediate = Revocations::new();
+    intermediate.revoke_serial(serial_of(&chain[1]));
+    assert!(matches!(
+        check(intermediate),
+        Err(SvidError::RevokedCertificate { position: 2, .. })
+    ));
+    // Another identity is untouched.
+    let mut other = Revocations::new();
+    other.revoke_id(
+        "spiffe://cluster.local/ns/default/sa/other"
+            .parse()
+            .unwrap(),
+    );
+    assert!(check(other).is_ok());
+}

@@ -119,6 +119,7 @@ pub async fn run(
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(wait) => {}
+                    () = store.renewal_requested() => {}
                 }
                 renew_until_done(&cp, c, &status, &metrics, &mut backoff, &stop).await
             }

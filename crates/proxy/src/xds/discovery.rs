@@ -1,14 +1,17 @@
 //! `Discovery.Stream`: say Hello, then apply each `ProxyView` that validates (ACK) and keep
-//! the last good one for any that does not (NACK with the reason). A pushed trust bundle that
-//! differs from the current one replaces it (root rotation) once it verifies our own chain.
+//! the last good one for any that does not (NACK with the reason). The view's trust — this
+//! mesh's roots, other trust domains' roots, the revocations — replaces the one in force when it
+//! differs, once it verifies our own chain (root rotation); a renewal is requested when the
+//! control plane wants certificates from another signer. What the proxy holds (certificate,
+//! signer, roots) is reported after the Hello and on every change.
 //! Reconnects with backoff; the view in force never goes away because the control plane did.
 
 use std::sync::Arc;
 
 use meshward_api::v1::discovery_client::DiscoveryClient;
 use meshward_api::v1::discovery_request::Kind;
-use meshward_api::v1::{Ack, DiscoveryRequest, Hello};
-use meshward_identity::{TrustBundle, TrustBundleSet};
+use meshward_api::v1::{Ack, DiscoveryRequest, Hello, ProxyView, TrustReport};
+use meshward_identity::{Revocations, Serial, SpiffeId, TrustBundle, TrustBundleSet, TrustDomain};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
@@ -60,33 +63,38 @@ impl Discovery {
         }
     }
 
-    /// Installs the view's trust bundle (root rotation) when it differs from the current one:
-    /// the current certificate is re-validated against it first, so a bundle that would not
-    /// trust this proxy's own chain is refused with the view.
-    fn apply_bundle(&self, view: &View, pem: &str) -> Result<(), String> {
-        if pem.is_empty() {
-            return Ok(());
-        }
+    /// Installs the view's trust (root rotation, other trust domains, revocations) when it
+    /// differs from the one in force: the current certificate is re-validated against it first,
+    /// so trust that would not verify this proxy's own chain is refused with the view. Then asks
+    /// for a renewal when the control plane wants certificates from another signer.
+    fn apply_trust(&self, view: &View, update: &TrustUpdate) -> Result<(), String> {
         let Some(current) = self.creds.borrow().clone() else {
             return Ok(());
         };
-        let (bundle, _) = TrustBundle::from_pem(view.trust_domain.clone(), pem.as_bytes())
-            .map_err(|e| format!("trust bundle: {e}"))?;
-        let unchanged = current
-            .bundles()
-            .get(&view.trust_domain)
-            .is_some_and(|b| b.roots() == bundle.roots());
-        if unchanged {
-            return Ok(());
+        let bundles = update.bundles(view, current.bundles())?;
+        if !bundles.same_trust(current.bundles()) {
+            let creds = Credentials::new(
+                current.chain().to_vec(),
+                current.key().clone_key(),
+                Arc::new(bundles),
+            )
+            .map_err(|e| format!("trust bundle does not verify this proxy's certificate: {e}"))?;
+            tracing::info!(
+                revocations = creds.bundles().revocations().ids().count()
+                    + creds.bundles().revocations().serials().count(),
+                trust_domains = creds.bundles().iter().count(),
+                "trust updated from the control plane"
+            );
+            self.store.publish(creds);
         }
-        let creds = Credentials::new(
-            current.chain().to_vec(),
-            current.key().clone_key(),
-            Arc::new(TrustBundleSet::from(bundle)),
-        )
-        .map_err(|e| format!("trust bundle does not verify this proxy's certificate: {e}"))?;
-        tracing::info!("trust bundle updated from the control plane");
-        self.store.publish(creds);
+        if !update.renew_unless_signer.is_empty()
+            && current.signer_key() != update.renew_unless_signer
+        {
+            tracing::info!(
+                "the control plane asks for a certificate from its new signer: renewing now"
+            );
+            self.store.request_renewal();
+        }
         Ok(())
     }
 
@@ -106,6 +114,11 @@ impl Discovery {
         };
         // The receiver is alive: it was created just above.
         let _ = tx.send(hello).await;
+        let mut held = self.creds.clone();
+        let first = report(held.borrow_and_update().as_deref());
+        if let Some(first) = first {
+            let _ = tx.send(first).await;
+        }
         let mut views = DiscoveryClient::new(channel)
             .stream(ReceiverStream::new(rx))
             .await?
@@ -114,17 +127,29 @@ impl Discovery {
             let message = tokio::select! {
                 () = stop.cancelled() => return Ok(()),
                 m = views.message() => m?,
+                changed = held.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let report = report(held.borrow_and_update().as_deref());
+                    if let Some(report) = report
+                        && tx.send(report).await.is_err()
+                    {
+                        return Ok(());
+                    }
+                    continue;
+                }
             };
             let Some(mut proto) = message else {
                 return Ok(());
             };
             backoff.reset();
             let version = proto.version;
-            let bundle_pem = std::mem::take(&mut proto.trust_bundle_pem);
+            let trust = TrustUpdate::take(&mut proto);
             let applied = from_proto(proto, &self.workload.name, &self.workload.namespace)
                 .map_err(|e| e.to_string())
                 .and_then(|view| {
-                    self.apply_bundle(&view, &bundle_pem)?;
+                    self.apply_trust(&view, &trust)?;
                     Ok(view)
                 });
             let nack_reason = match applied {
@@ -149,5 +174,92 @@ impl Discovery {
                 return Ok(());
             }
         }
+    }
+}
+
+/// What a proxy reports holding: its certificate, the key that signed it, the roots it trusts.
+fn report(creds: Option<&Credentials>) -> Option<DiscoveryRequest> {
+    let creds = creds?;
+    Some(DiscoveryRequest {
+        kind: Some(Kind::Trust(TrustReport {
+            serial: creds.serial(),
+            signer: creds.signer_key(),
+            roots: creds.own_roots(),
+            not_after: creds
+                .not_after()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        })),
+    })
+}
+
+/// The trust a view carries, taken out of it before the rest is converted.
+#[derive(Debug, Default)]
+struct TrustUpdate {
+    bundle_pem: String,
+    revocations: meshward_api::v1::Revocations,
+    foreign: Vec<meshward_api::v1::ForeignBundle>,
+    aliases: Vec<String>,
+    renew_unless_signer: String,
+}
+
+impl TrustUpdate {
+    fn take(proto: &mut ProxyView) -> Self {
+        Self {
+            bundle_pem: std::mem::take(&mut proto.trust_bundle_pem),
+            revocations: proto.revocations.take().unwrap_or_default(),
+            foreign: std::mem::take(&mut proto.foreign_bundles),
+            aliases: std::mem::take(&mut proto.trust_domain_aliases),
+            renew_unless_signer: std::mem::take(&mut proto.renew_unless_signer),
+        }
+    }
+
+    /// The bundles and revocations this view puts in force. Without a bundle (an older control
+    /// plane) this mesh's roots stay as they are.
+    fn bundles(&self, view: &View, current: &TrustBundleSet) -> Result<TrustBundleSet, String> {
+        let local = if self.bundle_pem.is_empty() {
+            current
+                .get(&view.trust_domain)
+                .cloned()
+                .ok_or_else(|| "no trust bundle for this mesh".to_owned())?
+        } else {
+            TrustBundle::from_pem(view.trust_domain.clone(), self.bundle_pem.as_bytes())
+                .map_err(|e| format!("trust bundle: {e}"))?
+                .0
+        };
+        let mut set = TrustBundleSet::new();
+        for alias in &self.aliases {
+            let td = TrustDomain::new(alias)
+                .map_err(|e| format!("trust domain alias {alias:?}: {e}"))?;
+            let bundle = TrustBundle::new(td, local.roots().iter().cloned())
+                .map_err(|e| format!("trust domain alias {alias:?}: {e}"))?;
+            set.insert(bundle);
+        }
+        for foreign in &self.foreign {
+            let td = TrustDomain::new(&foreign.trust_domain)
+                .map_err(|e| format!("trust bundle of {:?}: {e}", foreign.trust_domain))?;
+            if td == view.trust_domain || set.get(&td).is_some() {
+                return Err(format!(
+                    "trust bundle of {td}: that is this mesh's own trust domain (or an alias)"
+                ));
+            }
+            let (bundle, _) = TrustBundle::from_pem(td.clone(), foreign.roots_pem.as_bytes())
+                .map_err(|e| format!("trust bundle of {td}: {e}"))?;
+            set.insert(bundle);
+        }
+        set.insert(local);
+        let mut revocations = Revocations::new();
+        for id in &self.revocations.identities {
+            let id: SpiffeId = id
+                .parse()
+                .map_err(|e| format!("revoked identity {id:?}: {e}"))?;
+            revocations.revoke_id(id);
+        }
+        for serial in &self.revocations.serials {
+            let serial: Serial = serial.parse().map_err(|e| format!("revocations: {e}"))?;
+            revocations.revoke_serial(serial);
+        }
+        set.set_revocations(revocations);
+        Ok(set)
     }
 }

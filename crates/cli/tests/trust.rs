@@ -1,0 +1,514 @@
+//! Trust operations end to end, with real processes: a control plane, sidecars that enroll with
+//! join tokens, an httpbin behind one of them. Revocation cuts one identity off within seconds
+//! while the others keep working; a staged root rotation under continuous traffic fails no
+//! request; a rotation waits for a missing proxy, names it, and resumes after a control-plane
+//! restart; a corrupt CA file changes nothing.
+
+// A test that cannot unwrap has failed: panicking is the point.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::Path,
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use support::{ControlPlane, Running, meshward, stderr, stdout, wait_for};
+
+/// A STRICT server `srv.t`, and two clients with their own identities, `cli.t` and `other.t`.
+fn manifests(net: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: t, labels: {{istio-injection: enabled}}}}
+---
+apiVersion: meshward.io/v1alpha1
+kind: Workload
+metadata: {{name: srv, namespace: t, labels: {{app: srv}}}}
+spec: {{serviceAccount: srv, address: "{net}.1.2", ports: [{{port: 8080, protocol: HTTP}}]}}
+---
+apiVersion: meshward.io/v1alpha1
+kind: Workload
+metadata: {{name: cli, namespace: t, labels: {{app: cli}}}}
+spec: {{serviceAccount: cli, address: "{net}.1.1"}}
+---
+apiVersion: meshward.io/v1alpha1
+kind: Workload
+metadata: {{name: other, namespace: t, labels: {{app: other}}}}
+spec: {{serviceAccount: other, address: "{net}.1.3"}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: srv, namespace: t}}
+spec: {{selector: {{app: srv}}, ports: [{{port: 8080, targetPort: 8080}}]}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: strict, namespace: t}}
+spec: {{mtls: {{mode: STRICT}}}}
+"#
+    )
+}
+
+/// The workloads: (name, last octet).
+const WORKLOADS: [(&str, &str); 3] = [("srv", "2"), ("cli", "1"), ("other", "3")];
+
+fn apply(cp: &ControlPlane, dir: &Path, net: &str) {
+    let file = dir.join("mesh.yaml");
+    std::fs::write(&file, manifests(net)).unwrap();
+    let out = cp.cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn token(cp: &ControlPlane, account: &str) -> String {
+    let out = cp.cli(&[
+        "token",
+        "create",
+        "-n",
+        "t",
+        "--service-account",
+        account,
+        "--ttl",
+        "5m",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).trim().to_owned()
+}
+
+/// The sidecar of workload `name` at `{net}.1.{host}`, enrolled with a fresh join token; its
+/// log goes to `log` when given.
+fn sidecar(cp: &ControlPlane, net: &str, name: &str, host: &str, log: Option<&Path>) -> Running {
+    let token = token(cp, name);
+    let mut command = meshward();
+    command
+        .args(["proxy", "--workload", &format!("{name}.t")])
+        .args(["--address", &format!("{net}.1.{host}")])
+        .args(["--app-address", &format!("{net}.2.{host}")])
+        .args(["--control-plane", &cp.grpc])
+        .arg("--control-plane-root")
+        .arg(cp.data_dir.join("admin/root-cert.pem"))
+        .env("MESHWARD_JOIN_TOKEN", token)
+        .stdout(Stdio::null());
+    if let Some(log) = log {
+        command.stderr(std::fs::File::create(log).unwrap());
+    }
+    Running(command.spawn().unwrap())
+}
+
+/// The server app and the three sidecars, each ready.
+fn start_workloads(cp: &ControlPlane, net: &str) -> Vec<Running> {
+    let mut running = vec![Running(
+        meshward()
+            .args(["demo", "httpbin", "--listen", &format!("{net}.2.2:8080")])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )];
+    for (name, host) in WORKLOADS {
+        running.push(sidecar(cp, net, name, host, None));
+    }
+    for (_, host) in WORKLOADS {
+        wait_ready(net, host);
+    }
+    running
+}
+
+fn wait_ready(net: &str, host: &str) {
+    wait_for(
+        || curl(&[&format!("http://{net}.1.{host}:15021/healthz/ready")]).0 == 0,
+        "sidecar ready",
+    );
+}
+
+/// `curl -s -f ARGS`: exit code and body.
+fn curl(args: &[&str]) -> (i32, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5", "-f"])
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), stdout(&out))
+}
+
+/// One request from the workload at `{net}.1.{host}` to `srv`, through its sidecar.
+fn request(net: &str, host: &str) -> (i32, String) {
+    curl(&[
+        "-x",
+        &format!("http://{net}.1.{host}:15001"),
+        "http://srv:8080/get",
+    ])
+}
+
+/// A tunnel through the sidecar at `{net}.1.{host}` to `srv:8080`, kept open.
+struct Tunnel(TcpStream);
+
+impl Tunnel {
+    fn open(net: &str, host: &str) -> Self {
+        let mut tcp = TcpStream::connect(format!("{net}.1.{host}:15001")).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(tcp, "CONNECT srv:8080 HTTP/1.1\r\nHost: srv:8080\r\n\r\n").unwrap();
+        let head = read_head(&mut tcp).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        Self(tcp)
+    }
+
+    /// One GET over the tunnel: the status line, or why there was none.
+    fn get(&mut self) -> Result<String, String> {
+        write!(self.0, "GET /get HTTP/1.1\r\nHost: srv\r\n\r\n").map_err(|e| e.to_string())?;
+        let head = read_head(&mut self.0)?;
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        self.0.read_exact(&mut body).map_err(|e| e.to_string())?;
+        Ok(head.lines().next().unwrap_or_default().to_owned())
+    }
+
+    /// Whether the other end closed the tunnel within `within`.
+    fn closed_within(&mut self, within: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        self.0
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        while start.elapsed() < within {
+            match self.0.read(&mut byte) {
+                Ok(0) => return Some(start.elapsed()),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return Some(start.elapsed()),
+            }
+        }
+        None
+    }
+}
+
+fn read_head(tcp: &mut TcpStream) -> Result<String, String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tcp.read(&mut byte) {
+            Ok(0) => return Err("connection closed".to_owned()),
+            Ok(_) => head.push(byte[0]),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+fn cli_ok(cp: &ControlPlane, args: &[&str]) -> String {
+    let out = cp.cli(args);
+    assert!(
+        out.status.success(),
+        "meshward {args:?}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+#[test]
+fn a_revoked_identity_is_cut_off_within_seconds_and_others_are_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = "127.81";
+    let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
+    apply(&cp, dir.path(), net);
+    let _workloads = start_workloads(&cp, net);
+    assert_eq!(request(net, "1").0, 0);
+    assert_eq!(request(net, "3").0, 0);
+
+    // Connections open before the revocation, one per client.
+    let mut revoked = Tunnel::open(net, "1");
+    let mut untouched = Tunnel::open(net, "3");
+    assert!(revoked.get().unwrap().starts_with("HTTP/1.1 200"));
+    assert!(untouched.get().unwrap().starts_with("HTTP/1.1 200"));
+
+    let start = Instant::now();
+    let out = cli_ok(
+        &cp,
+        &[
+            "ca",
+            "revoke",
+            "spiffe://cluster.local/ns/t/sa/cli",
+            "--reason",
+            "key leaked",
+        ],
+    );
+    assert!(
+        out.contains("revoked spiffe://cluster.local/ns/t/sa/cli"),
+        "{out}"
+    );
+
+    // The open connection is closed within seconds...
+    let closed = revoked.closed_within(Duration::from_secs(5));
+    assert!(
+        closed.is_some(),
+        "the revoked client's open connection is still open after 5 s"
+    );
+    println!(
+        "revoked connection closed {:?} after the revoke command",
+        start.elapsed()
+    );
+    // ...new ones are refused...
+    let (code, body) = request(net, "1");
+    assert_ne!(code, 0, "the revoked client still gets through: {body}");
+    // ...and the other client is untouched, on its open connection and on new ones.
+    assert!(untouched.get().unwrap().starts_with("HTTP/1.1 200"));
+    for _ in 0..5 {
+        assert_eq!(request(net, "3").0, 0);
+    }
+
+    let listed = cli_ok(&cp, &["ca", "revocations"]);
+    assert!(
+        listed.contains("spiffe://cluster.local/ns/t/sa/cli") && listed.contains("key leaked"),
+        "{listed}"
+    );
+
+    // A revoked identity holding a valid join token cannot enroll again.
+    let log = dir.path().join("reenroll.log");
+    let mut again = sidecar(&cp, net, "cli", "9", Some(&log));
+    wait_for(
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("is revoked")
+        },
+        "the control plane to refuse the revoked identity's join token",
+    );
+    assert!(
+        curl(&[&format!("http://{net}.1.9:15021/healthz/ready")]).0 != 0,
+        "a revoked identity enrolled"
+    );
+    let _ = again.0.kill();
+
+    // Once an administrator lifts the revocation, the client gets through again.
+    let out = cli_ok(
+        &cp,
+        &["ca", "unrevoke", "spiffe://cluster.local/ns/t/sa/cli"],
+    );
+    assert!(out.contains("lifted"), "{out}");
+    wait_for(
+        || request(net, "1").0 == 0,
+        "the client to get through again",
+    );
+    assert!(cli_ok(&cp, &["ca", "revocations"]).contains("nothing is revoked"));
+}
+
+#[test]
+fn a_revoked_certificate_serial_is_refused_and_its_connections_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = "127.85";
+    let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
+    apply(&cp, dir.path(), net);
+    let _workloads = start_workloads(&cp, net);
+    let mut open = Tunnel::open(net, "1");
+    assert!(open.get().unwrap().starts_with("HTTP/1.1 200"));
+    let certs = curl(&[&format!("http://{net}.1.1:15000/certs")]).1;
+    // `"serial": "4a0b…"`, whatever the spacing.
+    let serial = certs
+        .split("\"serial\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').nth(1))
+        .map(str::to_owned);
+    let serial = serial.expect("/certs shows the serial");
+    cli_ok(&cp, &["ca", "revoke", "--serial", &serial]);
+    assert!(open.closed_within(Duration::from_secs(5)).is_some());
+    assert_eq!(request(net, "3").0, 0);
+}
+
+/// Requests from both clients, four at a time, until `stop`; returns (ok, failures).
+fn traffic(
+    net: &'static str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+    std::thread::spawn(move || {
+        let workers: Vec<_> = ["1", "3", "1", "3"]
+            .into_iter()
+            .map(|host| traffic_from(net, host, Arc::clone(&stop)))
+            .collect();
+        let (mut ok, mut failed) = (0, Vec::new());
+        for worker in workers {
+            let (o, f) = worker.join().unwrap();
+            ok += o;
+            failed.extend(f);
+        }
+        (ok, failed)
+    })
+}
+
+#[test]
+fn a_root_rotation_under_continuous_traffic_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = "127.82";
+    let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
+    apply(&cp, dir.path(), net);
+    let _workloads = start_workloads(&cp, net);
+    let old_root = std::fs::read_to_string(cp.data_dir.join("ca/root-cert.pem")).unwrap();
+    let plan = cli_ok(&cp, &["ca", "rotate", "--plan", "--generate"]);
+    assert!(
+        plan.contains("stage 1") && plan.contains("stage 4"),
+        "{plan}"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = traffic(net, Arc::clone(&stop));
+    std::thread::sleep(Duration::from_secs(1));
+    let start = Instant::now();
+    let out = cli_ok(
+        &cp,
+        &["ca", "rotate", "--apply", "--generate", "--timeout", "2m"],
+    );
+    let took = start.elapsed();
+    println!("{out}");
+    println!("ROTATION_SECONDS {:.2}", took.as_secs_f64());
+    assert!(out.contains("rotation completed (complete)"), "{out}");
+    for stage in ["stage 1/4", "stage 2/4", "stage 3/4", "stage 4/4"] {
+        assert!(out.contains(stage), "{stage} missing: {out}");
+    }
+    // More traffic on the new root alone, then stop.
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the rotation: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+    assert!(ok > 10, "too little traffic: {ok}");
+    println!("ROTATION_REQUESTS {ok}");
+
+    // The new CA is the CA, on disk and live; every proxy holds a certificate under it.
+    let new_root = std::fs::read_to_string(cp.data_dir.join("ca/root-cert.pem")).unwrap();
+    assert_ne!(new_root, old_root);
+    let status = cli_ok(&cp, &["ca", "status"]);
+    assert!(status.contains("Meshward intermediate CA"), "{status}");
+    let rotation = cli_ok(&cp, &["ca", "rotate", "--status"]);
+    assert!(rotation.contains("complete"), "{rotation}");
+
+    // A restarted control plane serves a certificate under the new root; the proxies, started
+    // with the old root file, follow it through the bundle they hold.
+    drop(cp);
+    let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
+    wait_for(
+        || stdout(&cp.cli(&["proxy-status"])).matches("SYNCED").count() == 3,
+        "every proxy to resync with the restarted control plane",
+    );
+    assert_eq!(request(net, "1").0, 0);
+}
+
+#[test]
+fn a_rotation_waits_for_a_missing_proxy_names_it_and_resumes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = "127.84";
+    let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
+    apply(&cp, dir.path(), net);
+    let mut workloads = start_workloads(&cp, net);
+    // `other`'s sidecar goes away: nobody can vouch for what it trusts.
+    drop(workloads.pop());
+
+    let out = cp.cli(&["ca", "rotate", "--apply", "--generate", "--timeout", "3s"]);
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("stage 1/4"), "{text}");
+    assert!(
+        text.contains("other.t"),
+        "the blocking proxy is not named: {text}"
+    );
+    let status = cli_ok(&cp, &["ca", "rotate", "--status"]);
+    assert!(
+        status.contains("add-root") && status.contains("waiting"),
+        "{status}"
+    );
+
+    // The control plane restarts mid-rotation: the stage is kept.
+    drop(cp);
+    let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
+    let status = cli_ok(&cp, &["ca", "rotate", "--status"]);
+    assert!(status.contains("add-root"), "{status}");
+    // Traffic still flows between the proxies that stayed.
+    wait_for(|| request(net, "1").0 == 0, "traffic after the restart");
+
+    // The missing proxy comes back; the rotation completes.
+    workloads.push(sidecar(&cp, net, "other", "3", None));
+    let out = cli_ok(&cp, &["ca", "rotate", "--apply", "--timeout", "2m"]);
+    assert!(out.contains("already in progress"), "{out}");
+    assert!(out.contains("rotation completed"), "{out}");
+    assert_eq!(request(net, "1").0, 0);
+    assert_eq!(request(net, "3").0, 0);
+}
+
+#[test]
+fn an_aborted_rotation_returns_to_the_old_root_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = "127.86";
+    let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
+    apply(&cp, dir.path(), net);
+    let mut workloads = start_workloads(&cp, net);
+    let old_root = std::fs::read_to_string(cp.data_dir.join("ca/root-cert.pem")).unwrap();
+    // Hold the rotation at stage 1 with a missing proxy, then abort under traffic. The missing
+    // proxy never trusted the new root, so only the two others have to drop it.
+    drop(workloads.pop());
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = traffic_from(net, "1", Arc::clone(&stop));
+    let out = cp.cli(&["ca", "rotate", "--apply", "--generate", "--timeout", "2s"]);
+    assert!(!out.status.success());
+    assert!(stdout(&out).contains("other.t"), "{}", stdout(&out));
+    let out = cp.cli(&["ca", "rotate", "--abort", "--timeout", "1m"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("remove-new") && text.contains("rotation ended (aborted)"),
+        "{text}"
+    );
+    workloads.push(sidecar(&cp, net, "other", "3", None));
+    wait_ready(net, "3");
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(ok > 0);
+    assert_eq!(
+        std::fs::read_to_string(cp.data_dir.join("ca/root-cert.pem")).unwrap(),
+        old_root
+    );
+    assert!(!cp.data_dir.join("ca.next").exists());
+    assert_eq!(request(net, "3").0, 0);
+}
+
+/// Requests from one client, one after the other (10 ms apart), until `stop` (and at most
+/// ten minutes).
+fn traffic_from(
+    net: &'static str,
+    host: &'static str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+    std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            match request(net, host) {
+                (0, _) => ok += 1,
+                (code, body) => failed.push(format!("client {host}: curl exit {code}: {body}")),
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (ok, failed)
+    })
+}

@@ -1,0 +1,443 @@
+//! The control plane's trust: the CA that signs (swapped live during a root rotation or when
+//! its files change), the revocation list, what each proxy reports holding, and the rotation
+//! driver ([`rotation`]).
+//!
+//! Every change of trust bumps a generation; [`run`] follows it and republishes every view
+//! (bundle, revocations, renewal requests), rebuilds the TLS config of port 15012 (its client
+//! verifier trusts the same roots and refuses the same revocations as the proxies) and
+//! refreshes the administrator's credential and roots file.
+
+pub(crate) mod revocations;
+pub(crate) mod rotation;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard, RwLock},
+    time::Duration,
+};
+
+use meshward_api::v1::{ProxyView, TrustReport};
+use meshward_ca::{
+    Authority, CaError, IssuedSvid, SignError, SigningPolicy,
+    rotation::{RotationFiles, RotationState},
+};
+use meshward_identity::{SpiffeId, TrustBundleSet, TrustDomain};
+use rustls::ServerConfig;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use self::revocations::RevocationList;
+use crate::{Shared, StartError};
+
+/// Lifetime of the control plane's serving certificate (bounded by the signing CA's).
+const SERVER_CERT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// What one proxy last reported holding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Report {
+    /// Its certificate's serial, hex.
+    pub(crate) serial: String,
+    /// SPKI SHA-256 of the CA key that signed it.
+    pub(crate) signer: String,
+    /// Fingerprints of the roots it trusts for this trust domain.
+    pub(crate) roots: BTreeSet<String>,
+    /// Unix milliseconds.
+    pub(crate) at_ms: i64,
+}
+
+/// The CA in force and everything that decides who is trusted.
+#[derive(Debug)]
+pub(crate) struct Ca {
+    trust_domain: TrustDomain,
+    data_dir: PathBuf,
+    policy: SigningPolicy,
+    files: RotationFiles,
+    authority: RwLock<Arc<Authority>>,
+    rotation: Mutex<Option<RotationState>>,
+    revocations: RwLock<RevocationList>,
+    reports: Mutex<BTreeMap<String, Report>>,
+    /// The workloads with a view, from the last publication (`None` before the first
+    /// compilation): every one must pass a rotation gate.
+    expected: Mutex<Option<BTreeSet<String>>>,
+    /// Held while views are built and published, so a trust change never interleaves with a
+    /// configuration change.
+    publishing: Mutex<()>,
+    generation: watch::Sender<u64>,
+    /// Why the CA files on disk are not what is loaded (watchdog), `None` when they are.
+    load_error: Mutex<Option<String>>,
+    /// Held by whoever moves the rotation (the driver, start, abort), one at a time.
+    rotation_ops: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section below replaces whole values; a poisoned lock holds no torn state.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Ca {
+    /// Opens the CA of `data_dir/ca` (creating a built-in one on first start), finishing a
+    /// rotation step a crash interrupted and resuming a rotation in progress.
+    pub(crate) fn open(
+        data_dir: &Path,
+        trust_domain: &TrustDomain,
+        policy: SigningPolicy,
+    ) -> Result<Self, StartError> {
+        let ca_dir = data_dir.join("ca");
+        let files = RotationFiles::new(&ca_dir);
+        let ca_err = |e: CaError| StartError::Ca(e.to_string());
+        files.recover().map_err(ca_err)?;
+        let state = files.load_state().map_err(ca_err)?;
+        let authority = match &state {
+            Some(s) if !s.phase.is_terminal() => {
+                info!(phase = %s.phase, "resuming the root rotation");
+                files.authority(s, trust_domain).map_err(ca_err)?
+            }
+            _ => Authority::load_or_init(&ca_dir, trust_domain).map_err(ca_err)?,
+        };
+        let revocations = RevocationList::open(data_dir).map_err(|reason| StartError::DataDir {
+            path: data_dir.to_owned(),
+            reason,
+        })?;
+        Ok(Self {
+            trust_domain: trust_domain.clone(),
+            data_dir: data_dir.to_owned(),
+            policy,
+            files,
+            authority: RwLock::new(Arc::new(authority.with_policy(policy))),
+            rotation: Mutex::new(state),
+            revocations: RwLock::new(revocations),
+            reports: Mutex::default(),
+            expected: Mutex::default(),
+            publishing: Mutex::default(),
+            generation: watch::Sender::new(0),
+            load_error: Mutex::default(),
+            rotation_ops: Mutex::default(),
+        })
+    }
+
+    /// The CA that signs now.
+    pub(crate) fn current(&self) -> Arc<Authority> {
+        self.authority
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts `authority` in force and tells every follower.
+    pub(crate) fn replace(&self, authority: Authority) {
+        *self.authority.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(authority.with_policy(self.policy));
+        self.changed();
+    }
+
+    /// The trust domain.
+    pub(crate) fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// The data directory.
+    pub(crate) fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The rotation's files.
+    pub(crate) fn files(&self) -> &RotationFiles {
+        &self.files
+    }
+
+    /// Signs a CSR for `identity`, unless the identity is revoked.
+    pub(crate) fn sign(
+        &self,
+        csr: &[u8],
+        identity: &SpiffeId,
+        ttl: Option<Duration>,
+    ) -> Result<IssuedSvid, SignError> {
+        if self.is_revoked(identity) {
+            return Err(SignError::Revoked(identity.clone()));
+        }
+        self.current().sign(csr, identity, ttl)
+    }
+
+    /// `PERMISSION_DENIED` for a revoked identity: it may not enroll, even with a valid join
+    /// token, until an administrator lifts the revocation.
+    pub(crate) fn check_not_revoked(&self, identity: &SpiffeId) -> Result<(), tonic::Status> {
+        if self.is_revoked(identity) {
+            return Err(tonic::Status::permission_denied(
+                SignError::Revoked(identity.clone()).to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn is_revoked(&self, identity: &SpiffeId) -> bool {
+        self.revocations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .revocations()
+            .revokes_id(identity)
+    }
+
+    /// The roots every workload trusts now (PEM).
+    pub(crate) fn roots_pem(&self) -> String {
+        self.current().roots_pem()
+    }
+
+    /// The root the signing chain ends at.
+    pub(crate) fn root(&self) -> Option<CertificateDer<'static>> {
+        self.current().root().cloned()
+    }
+
+    /// The roots of this trust domain, and the revocations, as verifiers take them.
+    pub(crate) fn bundles(&self) -> TrustBundleSet {
+        let mut set = TrustBundleSet::from(self.current().trust_bundle().clone());
+        set.set_revocations(self.with_revocations(|r| r.revocations()));
+        set
+    }
+
+    /// Reads the revocation list.
+    pub(crate) fn with_revocations<T>(&self, f: impl FnOnce(&RevocationList) -> T) -> T {
+        f(&self.revocations.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Changes the revocation list and tells every follower when `f` says it changed.
+    pub(crate) fn update_revocations(
+        &self,
+        f: impl FnOnce(&mut RevocationList) -> Result<bool, String>,
+    ) -> Result<bool, String> {
+        let changed = f(&mut self.revocations.write().unwrap_or_else(|p| p.into_inner()))?;
+        if changed {
+            self.changed();
+        }
+        Ok(changed)
+    }
+
+    /// The rotation, if one was ever started.
+    pub(crate) fn rotation(&self) -> Option<RotationState> {
+        lock(&self.rotation).clone()
+    }
+
+    /// Records the rotation's new state (already saved) and puts its CA in force.
+    pub(crate) fn set_rotation(&self, state: RotationState, authority: Authority) {
+        *lock(&self.rotation) = Some(state);
+        self.replace(authority);
+    }
+
+    /// Serializes every change of the rotation (start, each step, abort).
+    pub(crate) fn rotation_lock(&self) -> MutexGuard<'_, ()> {
+        lock(&self.rotation_ops)
+    }
+
+    /// Serializes view publication with trust changes.
+    pub(crate) fn publishing(&self) -> MutexGuard<'_, ()> {
+        lock(&self.publishing)
+    }
+
+    /// Adds what trust decides to freshly compiled views: revocations, and the renewal request
+    /// of a rotation that re-issues certificates. Call it under [`publishing`](Self::publishing).
+    pub(crate) fn decorate(&self, views: &mut HashMap<String, ProxyView>) {
+        let revocations = self.with_revocations(RevocationList::to_proto);
+        let renew = self
+            .rotation()
+            .filter(|s| s.phase.reissue())
+            .map(|s| s.signer_key().to_owned())
+            .unwrap_or_default();
+        for view in views.values_mut() {
+            view.revocations = Some(revocations.clone());
+            view.renew_unless_signer.clone_from(&renew);
+        }
+        *lock(&self.expected) = Some(views.keys().cloned().collect());
+    }
+
+    /// The workloads that had a view at the last publication; `None` before the first
+    /// configuration was compiled.
+    pub(crate) fn expected(&self) -> Option<BTreeSet<String>> {
+        lock(&self.expected).clone()
+    }
+
+    /// Records what the proxy of `workload` holds.
+    pub(crate) fn record_report(&self, workload: &str, report: &TrustReport) {
+        let report = Report {
+            serial: report.serial.clone(),
+            signer: report.signer.clone(),
+            roots: report.roots.iter().cloned().collect(),
+            at_ms: meshward_ca::rotation::now_ms(),
+        };
+        lock(&self.reports).insert(workload.to_owned(), report);
+        // A rotation gate may have just opened.
+        self.generation.send_modify(|_| {});
+    }
+
+    /// What every proxy last reported.
+    pub(crate) fn reports(&self) -> BTreeMap<String, Report> {
+        lock(&self.reports).clone()
+    }
+
+    /// Why the CA files on disk are not in force, if they are not.
+    pub(crate) fn load_error(&self) -> Option<String> {
+        lock(&self.load_error).clone()
+    }
+
+    /// Tells every follower that trust changed.
+    pub(crate) fn changed(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// A follower of trust changes (and of proxy reports).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+}
+
+/// The serving certificate of port 15012, reissued when the signer changes.
+struct Serving {
+    identity: SpiffeId,
+    signer: String,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Serving {
+    fn issue(authority: &Authority, identity: &SpiffeId) -> Result<Self, String> {
+        let (svid, key) = authority
+            .issue_with_new_key(identity, Some(SERVER_CERT_TTL))
+            .or_else(|_| {
+                // A signing CA that expires sooner bounds the serving certificate.
+                authority.issue_with_new_key(identity, Some(authority.policy().default_ttl))
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            identity: identity.clone(),
+            signer: authority.signer_key_sha256(),
+            chain: svid.chain,
+            key,
+        })
+    }
+
+    fn config(&mut self, ca: &Ca) -> Result<ServerConfig, String> {
+        let authority = ca.current();
+        if authority.signer_key_sha256() != self.signer {
+            *self = Self::issue(&authority, &self.identity)?;
+        }
+        crate::tls::server_config(
+            Arc::new(ca.bundles()),
+            self.chain.clone(),
+            self.key.clone_key(),
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// The TLS config of port 15012 at start, and its follower: a config rebuilt on every trust
+/// change (new connections take it, open ones keep theirs).
+pub(crate) fn serving_configs(
+    ca: &Ca,
+    identity: &SpiffeId,
+) -> Result<(watch::Receiver<Arc<ServerConfig>>, TlsFollower), StartError> {
+    let mut serving = Serving::issue(&ca.current(), identity).map_err(StartError::Tls)?;
+    let config = serving.config(ca).map_err(StartError::Tls)?;
+    let (tx, rx) = watch::channel(Arc::new(config));
+    Ok((rx, TlsFollower { serving, tx }))
+}
+
+/// Rebuilds the TLS config of port 15012 on trust changes.
+pub(crate) struct TlsFollower {
+    serving: Serving,
+    tx: watch::Sender<Arc<ServerConfig>>,
+}
+
+impl std::fmt::Debug for TlsFollower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFollower").finish_non_exhaustive()
+    }
+}
+
+/// Follows trust changes until the control plane stops: republishes the views, rebuilds the
+/// TLS config, refreshes the administrator's files.
+pub(crate) async fn run(shared: Arc<Shared>, mut tls: TlsFollower) {
+    let mut changes = shared.ca.subscribe();
+    let mut seen = *changes.borrow_and_update();
+    let mut signer = shared.ca.current().signer_key_sha256();
+    let mut roots = shared.ca.roots_pem();
+    loop {
+        if changes.changed().await.is_err() {
+            return;
+        }
+        let generation = *changes.borrow_and_update();
+        if generation == seen {
+            // Only a proxy report: the rotation driver looks at those.
+            continue;
+        }
+        seen = generation;
+        republish(&shared);
+        match tls.serving.config(&shared.ca) {
+            Ok(config) => {
+                tls.tx.send_replace(Arc::new(config));
+            }
+            Err(e) => warn!(error = %e, "cannot rebuild the control plane's TLS; keeping the last"),
+        }
+        let authority = shared.ca.current();
+        let (new_signer, new_roots) = (authority.signer_key_sha256(), authority.roots_pem());
+        if new_signer != signer || new_roots != roots {
+            if let Err(e) = crate::credentials::ensure_admin(
+                &authority,
+                shared.ca.data_dir(),
+                &shared.admin_identity,
+            ) {
+                warn!(error = %e, "cannot refresh the administrator's credential");
+            }
+            (signer, roots) = (new_signer, new_roots);
+        }
+    }
+}
+
+/// Recompiles every view from the last configuration with the trust in force, and publishes.
+pub(crate) fn republish(shared: &Shared) {
+    let _publishing = shared.ca.publishing();
+    if shared.ca.expected().is_none() {
+        // Nothing compiled yet: the first compilation carries the trust in force.
+        return;
+    }
+    let mesh = shared
+        .mesh
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut views =
+        crate::compile::views(&mesh, shared.trust_domain.as_str(), &shared.ca.roots_pem());
+    shared.ca.decorate(&mut views);
+    let changed = shared.hub.publish(views);
+    info!(changed, "trust changed: views republished");
+}
+
+/// Why the control plane should not be ready, as far as its CA goes: a signing certificate
+/// with less than a fifth of its lifetime left, or CA files changed on disk that could not be
+/// loaded. Empty when it is fine.
+pub(crate) fn not_ready(shared: &Shared) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let authority = shared.ca.current();
+    if let Ok((_, cert)) = x509_parser::parse_x509_certificate(authority.signing_cert().as_ref()) {
+        let validity = cert.validity();
+        let (start, end) = (
+            validity.not_before.timestamp(),
+            validity.not_after.timestamp(),
+        );
+        let now = meshward_ca::rotation::now_ms() / 1000;
+        let life = (end - start).max(1);
+        if (end - now) * 5 < life {
+            reasons.push(format!(
+                "signing certificate `{}` expires at {} with less than 20% of its lifetime left: \
+                 rotate it (`meshward ca rotate`) or plug in a new intermediate",
+                cert.subject(),
+                validity.not_after
+            ));
+        }
+    }
+    if let Some(error) = shared.ca.load_error() {
+        reasons.push(format!(
+            "the CA files changed on disk but cannot be loaded (the previous CA keeps signing): {error}"
+        ));
+    }
+    reasons
+}
