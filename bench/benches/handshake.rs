@@ -5,8 +5,9 @@
 //!   proxy's (`crates/proxy/src/tls.rs`: TLS 1.3 only, no 0-RTT, aws-lc-rs). Baseline: rustls's
 //!   own WebPKI verifiers on both sides (the server checked by DNS name); Meshward: the SPIFFE
 //!   verifiers of `meshward-identity`. Also the same baseline with X25519 only (what OpenSSL 3.0
-//!   peers negotiate, where rustls prefers X25519MLKEM768), and a resumed Meshward handshake
-//!   (what a proxy does on a new connection to a server it already knows).
+//!   peers negotiate, where rustls prefers X25519MLKEM768), Meshward with
+//!   TLS13_AES_128_GCM_SHA256 only (rustls prefers the SHA-384 suite), and a resumed Meshward
+//!   handshake (what a proxy does on a new connection to a server it already knows).
 //! - `svid_verify`: one certificate verification as each side runs it in a handshake; baseline
 //!   WebPKI, Meshward SPIFFE.
 
@@ -102,19 +103,29 @@ enum Flavour {
     WebPki,
     WebPkiX25519,
     Spiffe,
+    /// The SPIFFE verifiers with TLS13_AES_128_GCM_SHA256 only (rustls prefers
+    /// TLS13_AES_256_GCM_SHA384, whose key schedule runs SHA-384).
+    SpiffeAes128,
 }
 
 fn provider(flavour: Flavour) -> Arc<CryptoProvider> {
     let mut provider = (*crypto_provider()).clone();
-    if matches!(flavour, Flavour::WebPkiX25519) {
-        provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    match flavour {
+        Flavour::WebPkiX25519 => {
+            provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+        }
+        Flavour::SpiffeAes128 => {
+            provider.cipher_suites =
+                vec![rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256];
+        }
+        Flavour::WebPki | Flavour::Spiffe => {}
     }
     Arc::new(provider)
 }
 
 fn server_verifier(pki: &Pki, flavour: Flavour) -> Arc<dyn ServerCertVerifier> {
     match flavour {
-        Flavour::Spiffe => Arc::new(SpiffeServerVerifier::new(
+        Flavour::Spiffe | Flavour::SpiffeAes128 => Arc::new(SpiffeServerVerifier::new(
             pki.bundles(),
             AllowedPeers::default().with_id(SERVER_ID.parse().unwrap()),
         )),
@@ -131,7 +142,7 @@ fn server_verifier(pki: &Pki, flavour: Flavour) -> Arc<dyn ServerCertVerifier> {
 
 fn client_verifier(pki: &Pki, flavour: Flavour) -> Arc<dyn ClientCertVerifier> {
     match flavour {
-        Flavour::Spiffe => Arc::new(SpiffeClientVerifier::new(
+        Flavour::Spiffe | Flavour::SpiffeAes128 => Arc::new(SpiffeClientVerifier::new(
             pki.bundles(),
             AllowedPeers::any(),
         )),
@@ -217,6 +228,11 @@ fn handshakes(c: &mut Criterion) {
             false,
         ),
         ("meshward: SPIFFE verifiers, full", Flavour::Spiffe, false),
+        (
+            "meshward: SPIFFE verifiers, AES-128-GCM-SHA256 only, full",
+            Flavour::SpiffeAes128,
+            false,
+        ),
         ("meshward: SPIFFE verifiers, resumed", Flavour::Spiffe, true),
     ] {
         let (client, server) = configs(&pki, flavour, resume);
