@@ -139,16 +139,22 @@ fn init_logging() {
             "warn,meshward=info,meshward_control_plane=info,meshward_proxy=info",
         )
     });
+    let current = std::sync::Mutex::new(filter.to_string());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_filter_reloading();
     let handle = builder.reload_handle();
     // `meshward proxy`'s `/logging?level=` replaces the filter through this.
+    // An empty spec reads the filter in force.
     let _ = cmd::proxy::LOG_FILTER.set(std::sync::Arc::new(move |spec: &str| {
-        let filter = tracing_subscriber::EnvFilter::try_new(spec).map_err(|e| e.to_string())?;
-        handle.reload(filter).map_err(|e| e.to_string())?;
-        Ok(spec.to_owned())
+        let mut current = current.lock().unwrap_or_else(|p| p.into_inner());
+        if !spec.is_empty() {
+            let filter = tracing_subscriber::EnvFilter::try_new(spec).map_err(|e| e.to_string())?;
+            handle.reload(filter).map_err(|e| e.to_string())?;
+            spec.clone_into(&mut current);
+        }
+        Ok(current.clone())
     }));
     builder.init();
 }

@@ -25,7 +25,8 @@ use crate::metrics::Metrics;
 use crate::view::View;
 use crate::web::{Body, full, http1_server, reply, serve_until};
 
-/// Changes the log filter at runtime (`/logging?level=`); returns the filter now in force.
+/// Changes the log filter at runtime (`/logging?level=`); returns the filter now in force. An
+/// empty spec changes nothing (`GET /logging` reads the filter).
 pub type LogControl = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
 
 /// Below this fraction of its lifetime left, a certificate whose renewal is failing makes the
@@ -311,6 +312,11 @@ impl Admin {
             Some(level) => match log(level) {
                 Ok(now) => reply(StatusCode::OK, format!("log filter: {now}")),
                 Err(err) => reply(StatusCode::BAD_REQUEST, err),
+            },
+            // `GET /logging`: the filter in force, unchanged.
+            None if req.method() == Method::GET => match log("") {
+                Ok(now) => reply(StatusCode::OK, format!("log filter: {now}")),
+                Err(err) => reply(StatusCode::INTERNAL_SERVER_ERROR, err),
             },
             None => reply(
                 StatusCode::BAD_REQUEST,

@@ -44,9 +44,13 @@ async fn admin_endpoints_report_and_control_the_proxy() {
     config.ready_port = 15021;
     let filters = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&filters);
+    // As the binary's: an empty spec reads the filter in force.
     let log: LogControl = Arc::new(move |spec: &str| {
-        seen.lock().unwrap().push(spec.to_owned());
-        Ok(spec.to_owned())
+        let mut seen = seen.lock().unwrap();
+        if !spec.is_empty() {
+            seen.push(spec.to_owned());
+        }
+        Ok(seen.last().cloned().unwrap_or_else(|| "info".to_owned()))
     });
     let proxy = Proxy::start(config, Some(log)).await.unwrap();
     let (admin, ready) = ("127.0.72.2:15000", "127.0.72.2:15021");
@@ -69,6 +73,13 @@ async fn admin_endpoints_report_and_control_the_proxy() {
     let logging = request(admin, "POST", "/logging?level=debug").await;
     assert!(logging.starts_with("HTTP/1.1 200"), "{logging}");
     assert_eq!(*filters.lock().unwrap(), ["debug"]);
+    let now = request(admin, "GET", "/logging").await;
+    assert!(now.ends_with("log filter: debug\n"), "{now}");
+    assert_eq!(
+        *filters.lock().unwrap(),
+        ["debug"],
+        "reading changes nothing"
+    );
     // The readiness port serves nothing else.
     assert!(
         request(ready, "GET", "/certs")
