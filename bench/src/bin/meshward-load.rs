@@ -485,7 +485,11 @@ fn report(text: &str) -> String {
                 out.push_str(" – |");
                 continue;
             };
-            let mut cell = fmt_value(v);
+            let mut cell = if m == "errors" {
+                format!("{v:.0}")
+            } else {
+                fmt_value(v)
+            };
             if m != "errors" {
                 let mut ratios = Vec::new();
                 if let Some(d) = direct.filter(|d| *d > 0.0 && c != "direct") {
