@@ -75,7 +75,7 @@ if ((${#missing[@]})); then
   own_policy=0
   if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && own_policy=1; fi
   apt-get install -y -qq --no-install-recommends haproxy nginx libnginx-mod-stream wrk curl openssl >/dev/null
-  ((own_policy)) && rm -f "$policy"
+  if ((own_policy)); then rm -f "$policy"; fi
 fi
 
 if [[ -z $MESHWARD || -z $LOAD ]]; then
