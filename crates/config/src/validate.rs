@@ -59,6 +59,7 @@ pub fn validate(resource: &Resource) -> Vec<Issue> {
     if metadata.name.is_empty() && !matches!(resource, Resource::MeshConfig(_)) {
         issues.error("metadata.name", "a resource needs a name");
     }
+    object_names(resource, &mut issues);
     match resource {
         Resource::PeerAuthentication(o) => security::peer_authentication(&o.spec, &mut issues),
         Resource::AuthorizationPolicy(o) => security::authorization_policy(&o.spec, &mut issues),
@@ -75,6 +76,76 @@ pub fn validate(resource: &Resource) -> Vec<Issue> {
         Resource::Namespace(_) => {}
     }
     issues.0
+}
+
+/// Names as the Kubernetes API server accepts them: `metadata.name` a DNS-1123 subdomain, a
+/// namespace (and a Namespace's name) a DNS-1123 label. Names end up in identities, store keys,
+/// logs and metric labels, so a control character or a megabyte-long name never gets that far.
+fn object_names(resource: &Resource, issues: &mut Issues) {
+    let metadata = resource.metadata();
+    let namespace_kind = matches!(resource, Resource::Namespace(_));
+    if !metadata.name.is_empty() {
+        let problem = if namespace_kind {
+            dns_label_problem(&metadata.name)
+        } else {
+            dns_subdomain_problem(&metadata.name)
+        };
+        if let Some(problem) = problem {
+            issues.error("metadata.name", format!("invalid name: {problem}"));
+        }
+    }
+    if let Some(namespace) = &metadata.namespace
+        && let Some(problem) = dns_label_problem(namespace)
+    {
+        issues.error(
+            "metadata.namespace",
+            format!("invalid namespace: {problem}"),
+        );
+    }
+}
+
+/// Why `name` is not a DNS-1123 label (at most 63 of `a-z`, `0-9`, `-`, alphanumeric at both
+/// ends), if it is not.
+fn dns_label_problem(name: &str) -> Option<String> {
+    if name.len() > 63 {
+        return Some(format!("{} bytes, at most 63", name.len()));
+    }
+    label_chars_problem(name)
+}
+
+/// Why `label` is not made of `a-z`, `0-9` and `-` with an alphanumeric at both ends.
+fn label_chars_problem(name: &str) -> Option<String> {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !name.chars().all(|c| alnum(c) || c == '-') {
+        return Some(format!(
+            "{name:?} must consist of lower case alphanumeric characters or '-'"
+        ));
+    }
+    if !name.starts_with(alnum) || !name.ends_with(alnum) {
+        return Some(format!(
+            "{name:?} must start and end with an alphanumeric character"
+        ));
+    }
+    None
+}
+
+/// Why `name` is not a DNS-1123 subdomain (at most 253 bytes of dot-separated labels of `a-z`,
+/// `0-9`, `-`), if it is not.
+fn dns_subdomain_problem(name: &str) -> Option<String> {
+    if name.len() > 253 {
+        return Some(format!("{} bytes, at most 253", name.len()));
+    }
+    name.split('.').find_map(|label| {
+        if label.is_empty() {
+            Some(format!("{name:?} has an empty label between dots"))
+        } else {
+            label_chars_problem(label).map(|_| {
+                format!(
+                    "{name:?} must consist of lower case alphanumeric characters, '-' or '.', and start and end with an alphanumeric character"
+                )
+            })
+        }
+    })
 }
 
 /// Whether `text` is an IP address or a CIDR block.

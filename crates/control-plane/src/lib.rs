@@ -35,6 +35,7 @@ use meshward_ca::{CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT, Signin
 use meshward_identity::{SpiffeId, TrustDomain};
 use meshward_store::FileStore;
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 use tracing::{info, warn};
 
 pub use context::Context;
@@ -141,6 +142,12 @@ impl Shared {
     }
 }
 
+/// Largest Admin request: one apply (16 MiB of manifests, as many as `meshward apply` reads)
+/// and its framing. gRPC's default of 4 MiB would refuse applies the documented limits allow.
+const MAX_ADMIN_MESSAGE: usize = 17 * 1024 * 1024;
+/// Largest Sign request: a CSR (at most `MAX_CSR_BYTES`), a join token and a TTL.
+const MAX_SIGN_MESSAGE: usize = 256 * 1024;
+
 /// Identities no join token may be issued or signed for.
 pub(crate) fn reserved_identity(id: &SpiffeId) -> bool {
     id.namespace() == Some(SYSTEM_NAMESPACE)
@@ -233,14 +240,31 @@ impl ControlPlane {
         tasks.spawn(trust::run(shared.clone(), tls_follower));
         tasks.spawn(trust::rotation::drive(shared.clone()));
         let incoming = grpc::incoming(grpc, server_tls);
+        // Only the administrator may send an Admin request, checked before its body is read:
+        // an apply may be large, and nobody else gets to make the control plane buffer one.
+        let admin = shared.admin_identity.clone();
+        let only_admin = move |request: tonic::Request<()>| {
+            let caller = tls::require_identity(&request)?;
+            if caller != admin {
+                return Err(tonic::Status::permission_denied(format!(
+                    "{caller} is not the administrator"
+                )));
+            }
+            Ok(request)
+        };
         let router = tonic::transport::Server::builder()
-            .add_service(CertificatesServer::new(
-                grpc::certificates::CertificateService(shared.clone()),
-            ))
+            .add_service(
+                CertificatesServer::new(grpc::certificates::CertificateService(shared.clone()))
+                    .max_decoding_message_size(MAX_SIGN_MESSAGE),
+            )
             .add_service(DiscoveryServer::new(grpc::discovery::DiscoveryService(
                 shared.clone(),
             )))
-            .add_service(AdminServer::new(grpc::admin::AdminService(shared.clone())));
+            .add_service(InterceptedService::new(
+                AdminServer::new(grpc::admin::AdminService(shared.clone()))
+                    .max_decoding_message_size(MAX_ADMIN_MESSAGE),
+                only_admin,
+            ));
         let router =
             router.add_service(TrustServer::new(grpc::trust::TrustService(shared.clone())));
         tasks.spawn(async move {

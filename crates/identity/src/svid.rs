@@ -65,6 +65,10 @@ pub enum SvidError {
         /// What is wrong with it.
         source: IdError,
     },
+    /// The leaf's SPIFFE ID has no path: a trust domain's own ID names no workload
+    /// (X.509-SVID §3.1 and §5.2).
+    #[error("the leaf's SPIFFE ID `{0}` has no path: a trust domain's own ID names no workload")]
+    LeafWithoutPath(SpiffeId),
     /// The leaf has basicConstraints CA:TRUE.
     #[error("a leaf SVID must not be a CA (basicConstraints CA:TRUE)")]
     LeafIsCa,
@@ -272,10 +276,14 @@ fn leaf_spiffe_id(leaf: &X509Certificate<'_>) -> Result<SpiffeId, SvidError> {
     let [uri] = uris.as_slice() else {
         return Err(SvidError::UriSanCount { count: uris.len() });
     };
-    uri.parse().map_err(|source| SvidError::InvalidSpiffeId {
+    let id: SpiffeId = uri.parse().map_err(|source| SvidError::InvalidSpiffeId {
         uri: (*uri).to_owned(),
         source,
-    })
+    })?;
+    if id.path().is_empty() {
+        return Err(SvidError::LeafWithoutPath(id));
+    }
+    Ok(id)
 }
 
 fn check_leaf(leaf: &X509Certificate<'_>, side: Side) -> Result<(), SvidError> {
