@@ -512,3 +512,223 @@ fn traffic_from(
         (ok, failed)
     })
 }
+
+/// How long a rotation takes with more proxies (for `docs/benchmarks.md`):
+/// `cargo test -p meshward --test trust -- --ignored --nocapture rotation_duration`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn rotation_duration_with_twenty_proxies() {
+    const CLIENTS: usize = 19;
+    let dir = tempfile::tempdir().unwrap();
+    let net = "127.87";
+    let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
+    let mut yaml = manifests(net);
+    for i in 0..CLIENTS {
+        yaml.push_str(&format!(
+            "---\napiVersion: meshward.io/v1alpha1\nkind: Workload\n\
+             metadata: {{name: c{i}, namespace: t, labels: {{app: c{i}}}}}\n\
+             spec: {{serviceAccount: c{i}, address: \"{net}.1.{}\"}}\n",
+            10 + i
+        ));
+    }
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    cli_ok(&cp, &["apply", "-f", file.to_str().unwrap()]);
+    let mut running = start_workloads(&cp, net);
+    let hosts: Vec<String> = (0..CLIENTS).map(|i| (10 + i).to_string()).collect();
+    for (i, host) in hosts.iter().enumerate() {
+        running.push(sidecar(&cp, net, &format!("c{i}"), host, None));
+    }
+    for host in &hosts {
+        wait_ready(net, host);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = traffic(net, Arc::clone(&stop));
+    let start = Instant::now();
+    let out = cli_ok(
+        &cp,
+        &["ca", "rotate", "--apply", "--generate", "--timeout", "5m"],
+    );
+    let wall = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    println!("{out}");
+    println!(
+        "proxies {} wall {:.2}s requests {ok} failed {}",
+        CLIENTS + 3,
+        wall.as_secs_f64(),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl must be installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let Ok(mut tcp) = TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = tcp.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn a_corrupt_ca_file_changes_nothing_and_a_new_intermediate_is_picked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = "127.83";
+    let ca = dir.path().join("data/ca");
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    let out = meshward()
+        .args(["ca", "init", "--intermediate", "--dir"])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
+    apply(&cp, dir.path(), net);
+    let mut workloads = start_workloads(&cp, net);
+    let monitoring = format!("{net}.0.1:15014");
+    assert!(http_get(&monitoring, "/ready").starts_with("HTTP/1.1 200"));
+    let before = cli_ok(&cp, &["ca", "status"]);
+
+    // A corrupt key: refused with the file and the reason; the old CA keeps signing.
+    let key = ca.join("ca-key.pem");
+    let good_key = std::fs::read(&key).unwrap();
+    std::fs::write(
+        &key,
+        b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    wait_for(
+        || http_get(&monitoring, "/ready").starts_with("HTTP/1.1 503"),
+        "the control plane to turn not ready",
+    );
+    let ready = http_get(&monitoring, "/ready");
+    assert!(ready.contains("ca-key.pem"), "{ready}");
+    let metrics = http_get(&monitoring, "/metrics");
+    assert!(
+        metrics.contains("meshward_ca_not_ready{reason=\"ca_files_not_loaded\"} 1"),
+        "{metrics}"
+    );
+    let status = cp.cli(&["ca", "status"]);
+    assert!(!status.status.success());
+    let text = stdout(&status);
+    assert!(
+        text.contains("NOT loaded") && text.contains("ca-key.pem"),
+        "{text}"
+    );
+    // The same chain signs: a new sidecar enrolls, traffic flows.
+    let serials = |s: &str| {
+        s.split_whitespace()
+            .filter(|w| w.len() >= 16 && w.chars().all(|c| c.is_ascii_hexdigit()))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(serials(&text), serials(&before), "{text}\n{before}");
+    assert!(text.lines().any(|l| l.starts_with("signing")), "{text}");
+    drop(workloads.pop());
+    workloads.push(sidecar(&cp, net, "other", "3", None));
+    wait_ready(net, "3");
+    assert_eq!(request(net, "3").0, 0);
+
+    // Put the key back: ready again.
+    std::fs::write(&key, &good_key).unwrap();
+    wait_for(
+        || http_get(&monitoring, "/ready").starts_with("HTTP/1.1 200"),
+        "the control plane to be ready again",
+    );
+
+    // A new intermediate under the same root, made with openssl: checked, then it signs.
+    let work = dir.path().join("new");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join("ext.cnf"),
+        "[v3]\nbasicConstraints=critical,CA:TRUE\n\
+         keyUsage=critical,keyCertSign,cRLSign,digitalSignature\n\
+         subjectAltName=URI:spiffe://cluster.local\n",
+    )
+    .unwrap();
+    openssl(
+        &work,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "key.pem",
+        ],
+    );
+    openssl(
+        &work,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "key.pem",
+            "-subj",
+            "/O=cluster.local/CN=Plugged intermediate",
+            "-out",
+            "req.csr",
+        ],
+    );
+    let root = ca.join("root-cert.pem");
+    let root_key = ca.join("root-key.pem");
+    openssl(
+        &work,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "req.csr",
+            "-CA",
+            root.to_str().unwrap(),
+            "-CAkey",
+            root_key.to_str().unwrap(),
+            "-set_serial",
+            "4242",
+            "-days",
+            "365",
+            "-extfile",
+            "ext.cnf",
+            "-extensions",
+            "v3",
+            "-out",
+            "cert.pem",
+        ],
+    );
+    let cert = std::fs::read_to_string(work.join("cert.pem")).unwrap();
+    let root_pem = std::fs::read_to_string(&root).unwrap();
+    std::fs::write(ca.join("cert-chain.pem"), format!("{cert}{root_pem}")).unwrap();
+    std::fs::copy(work.join("key.pem"), &key).unwrap();
+    std::fs::write(ca.join("ca-cert.pem"), &cert).unwrap();
+    wait_for(
+        || stdout(&cp.cli(&["ca", "status"])).contains("Plugged intermediate"),
+        "the new intermediate to sign",
+    );
+    assert!(http_get(&monitoring, "/ready").starts_with("HTTP/1.1 200"));
+    // A certificate from the new intermediate works with the others.
+    drop(workloads.pop());
+    workloads.push(sidecar(&cp, net, "other", "3", None));
+    wait_ready(net, "3");
+    assert_eq!(request(net, "3").0, 0);
+    assert_eq!(request(net, "1").0, 0);
+}

@@ -1,4 +1,5 @@
 //! Port 15014: `/healthz`, `/ready` and `/metrics` over plain HTTP, for probes and Prometheus.
+//! `/ready` answers 503 with the reasons while the CA needs attention (the trust watchdog).
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -11,22 +12,24 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::debug;
 
-use crate::metrics;
+use crate::{Shared, metrics};
 
 /// How long one monitoring connection may stay open.
 const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Serves the monitoring endpoints on `listener` until the task is dropped.
-pub(crate) async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+pub(crate) async fn serve(listener: TcpListener, registry: Arc<Registry>, shared: Arc<Shared>) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let registry = registry.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let registry = registry.clone();
-                async move { Ok::<_, Infallible>(route(&req, &registry)) }
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(route(&req, &registry, &shared)) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -37,12 +40,19 @@ pub(crate) async fn serve(listener: TcpListener, registry: Arc<Registry>) {
     }
 }
 
-fn route(req: &Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>> {
+fn route(req: &Request<Incoming>, registry: &Registry, shared: &Shared) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
     }
     match req.uri().path() {
-        "/healthz" | "/ready" => text(StatusCode::OK, "ok\n".into()),
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/ready" => match crate::trust::not_ready(shared).as_slice() {
+            [] => text(StatusCode::OK, "ok\n".into()),
+            reasons => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {}\n", reasons.join("; ")),
+            ),
+        },
         "/metrics" => match metrics::render(registry) {
             Ok(body) => {
                 let mut response = text(StatusCode::OK, body);

@@ -207,6 +207,8 @@ impl ControlPlane {
         }
         let mut prometheus = prometheus_client::registry::Registry::default();
         metrics.register(&mut prometheus);
+        let watchdog = Arc::new(trust::watchdog::Watchdog::default());
+        watchdog.register(&mut prometheus);
         let shared = Arc::new(Shared {
             trust_domain: trust_domain.clone(),
             ca,
@@ -235,10 +237,12 @@ impl ControlPlane {
         }
 
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(http::serve(http, Arc::new(prometheus)));
+        tasks.spawn(http::serve(http, Arc::new(prometheus), shared.clone()));
         tasks.spawn(compile::run(shared.clone()));
         tasks.spawn(trust::run(shared.clone(), tls_follower));
         tasks.spawn(trust::rotation::drive(shared.clone()));
+        tasks.spawn(trust::cafiles::run(shared.clone()));
+        tasks.spawn(trust::watchdog::run(shared.clone(), watchdog));
         let incoming = grpc::incoming(grpc, server_tls);
         // Only the administrator may send an Admin request, checked before its body is read:
         // an apply may be large, and nobody else gets to make the control plane buffer one.

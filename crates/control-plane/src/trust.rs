@@ -5,10 +5,13 @@
 //! Every change of trust bumps a generation; [`run`] follows it and republishes every view
 //! (bundle, revocations, renewal requests), rebuilds the TLS config of port 15012 (its client
 //! verifier trusts the same roots and refuses the same revocations as the proxies) and
-//! refreshes the administrator's credential and roots file.
+//! refreshes the administrator's credential and roots file. [`cafiles`] follows the CA files on
+//! disk (a plug-in CA's new intermediate), [`watchdog`] says when the CA needs attention.
 
+pub(crate) mod cafiles;
 pub(crate) mod revocations;
 pub(crate) mod rotation;
+pub(crate) mod watchdog;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -279,6 +282,18 @@ impl Ca {
         lock(&self.load_error).clone()
     }
 
+    /// Records whether the CA files on disk could be loaded (`None`: what is on disk is in
+    /// force).
+    pub(crate) fn set_load_error(&self, error: Option<String>) {
+        let mut current = lock(&self.load_error);
+        if *current != error {
+            *current = error;
+            drop(current);
+            // The watchdog follows.
+            self.generation.send_modify(|_| {});
+        }
+    }
+
     /// Tells every follower that trust changed.
     pub(crate) fn changed(&self) {
         self.generation.send_modify(|g| *g += 1);
@@ -411,33 +426,11 @@ pub(crate) fn republish(shared: &Shared) {
     info!(changed, "trust changed: views republished");
 }
 
-/// Why the control plane should not be ready, as far as its CA goes: a signing certificate
-/// with less than a fifth of its lifetime left, or CA files changed on disk that could not be
-/// loaded. Empty when it is fine.
+/// Why the control plane should not be ready, as far as its CA goes (see [`watchdog`]); empty
+/// when it is fine.
 pub(crate) fn not_ready(shared: &Shared) -> Vec<String> {
-    let mut reasons = Vec::new();
-    let authority = shared.ca.current();
-    if let Ok((_, cert)) = x509_parser::parse_x509_certificate(authority.signing_cert().as_ref()) {
-        let validity = cert.validity();
-        let (start, end) = (
-            validity.not_before.timestamp(),
-            validity.not_after.timestamp(),
-        );
-        let now = meshward_ca::rotation::now_ms() / 1000;
-        let life = (end - start).max(1);
-        if (end - now) * 5 < life {
-            reasons.push(format!(
-                "signing certificate `{}` expires at {} with less than 20% of its lifetime left: \
-                 rotate it (`meshward ca rotate`) or plug in a new intermediate",
-                cert.subject(),
-                validity.not_after
-            ));
-        }
-    }
-    if let Some(error) = shared.ca.load_error() {
-        reasons.push(format!(
-            "the CA files changed on disk but cannot be loaded (the previous CA keeps signing): {error}"
-        ));
-    }
-    reasons
+    watchdog::reasons(shared)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }

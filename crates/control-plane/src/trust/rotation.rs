@@ -82,14 +82,18 @@ pub(crate) fn evaluate(shared: &Shared, state: &RotationState) -> GateView {
                     true,
                     format!("trusts the {} root(s) of this stage", roots.len()),
                 ),
-                Gate::BundleInstalled => (
-                    false,
-                    format!(
-                        "trusts {} root(s), {} of them not of this stage; the new bundle is not installed yet",
-                        report.roots.len(),
-                        report.roots.difference(&roots).count()
-                    ),
-                ),
+                Gate::BundleInstalled => {
+                    let missing = roots.difference(&report.roots).count();
+                    let extra = report.roots.difference(&roots).count();
+                    let held = match (missing, extra) {
+                        (0, e) => format!("still trusts {e} root(s) this stage removes"),
+                        (m, 0) => format!("lacks {m} root(s) of this stage"),
+                        (m, e) => format!(
+                            "lacks {m} root(s) of this stage and still trusts {e} it removes"
+                        ),
+                    };
+                    (false, format!("{held}: bundle not installed yet"))
+                }
                 Gate::Reissued if report.signer == signer => (
                     true,
                     format!(
