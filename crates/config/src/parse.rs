@@ -161,7 +161,8 @@ pub fn parse_stream(source: &str, text: &str, limits: &Limits) -> ParsedStream {
         Ok(chunks) => chunks,
         Err((line, column, message)) => {
             stream.errors.push(Diagnostic {
-                location: Some(at(line, column)),
+                // serde_json says column 0 for an end of input at the start of a line.
+                location: Some(at(line.max(1), column.max(1))),
                 ..Diagnostic::error(format!("invalid JSON: {message}"))
             });
             return stream;

@@ -2,6 +2,8 @@
 //! accepted exactly as Istio would), nothing panics, and every hostile shape is stopped by a
 //! named bound before it can cost memory or stack. `docs/robustness.md` lists each case.
 
+#![allow(clippy::unwrap_used)] // Tests: a failed unwrap is a failed test.
+
 use meshward_config::{Diagnostic, Limits, ParsedStream, parse_stream};
 
 fn parse(text: &str) -> ParsedStream {
@@ -154,6 +156,13 @@ fn syntax_errors_are_refused_at_their_place() {
             "{\"apiVersion\": \"security.istio.io/v1\", \"kind\": \"PeerAuthentication\""
                 .to_owned(),
             None,
+            &["invalid json"],
+        ),
+        (
+            // Found by robustness_fuzz: serde_json reports this end of input at column 0.
+            "JSON cut at the end of a line",
+            "{\"apiVersion\": \"security.istio.io/v1\",\n".to_owned(),
+            Some((2, 1)),
             &["invalid json"],
         ),
         (
