@@ -732,3 +732,129 @@ fn a_corrupt_ca_file_changes_nothing_and_a_new_intermediate_is_picked_up() {
     assert_eq!(request(net, "3").0, 0);
     assert_eq!(request(net, "1").0, 0);
 }
+
+/// One HTTP request over mesh mTLS straight to `addr`, made by openssl with `cert`/`key`
+/// (another trust domain's SVID): the response, or what openssl said.
+fn foreign_request(dir: &Path, addr: &str) -> String {
+    let mut child = Command::new("timeout")
+        .args([
+            "10", "openssl", "s_client", "-connect", addr, "-alpn", "istio", "-quiet",
+        ])
+        .args(["-cert", "eu.pem", "-key", "eu.key"])
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET /headers HTTP/1.1\r\nHost: srv\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!("{}{}", stdout(&out), stderr(&out))
+}
+
+#[test]
+fn a_foreign_trust_domain_is_accepted_only_while_its_trust_bundle_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = "127.88";
+    let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
+    apply(&cp, dir.path(), net);
+    let _workloads = start_workloads(&cp, net);
+
+    // Another mesh's CA (seed 004's EU region) and one of its workloads' certificates.
+    let eu_ca = dir.path().join("eu-ca");
+    let out = meshward()
+        .args(["ca", "init", "--trust-domain", "eu.cluster.local", "--dir"])
+        .arg(&eu_ca)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    openssl(
+        dir.path(),
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "eu.key",
+            "-subj",
+            "/CN=analytics",
+            "-out",
+            "eu.csr",
+        ],
+    );
+    let out = meshward()
+        .args(["cert", "sign", "--ca-dir", "eu-ca", "--csr", "eu.csr"])
+        .args([
+            "--identity",
+            "spiffe://eu.cluster.local/ns/default/sa/teei-analytics",
+        ])
+        .args(["--out", "eu.pem"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let server = format!("{net}.1.2:8080");
+
+    // Unknown trust domain: refused.
+    let refused = foreign_request(dir.path(), &server);
+    assert!(!refused.contains("HTTP/1.1 200"), "{refused}");
+
+    // Declared: accepted, and the app sees who called.
+    let root = std::fs::read_to_string(eu_ca.join("root-cert.pem")).unwrap();
+    let indented: String = root.lines().map(|l| format!("    {l}\n")).collect();
+    let bundle = dir.path().join("eu-bundle.yaml");
+    std::fs::write(
+        &bundle,
+        format!(
+            "apiVersion: meshward.io/v1alpha1\nkind: TrustBundle\n\
+             metadata: {{name: eu, namespace: istio-system}}\n\
+             spec:\n  trustDomain: eu.cluster.local\n  roots: |\n{indented}"
+        ),
+    )
+    .unwrap();
+    cli_ok(&cp, &["apply", "-f", bundle.to_str().unwrap()]);
+    let mut accepted = String::new();
+    wait_for(
+        || {
+            accepted = foreign_request(dir.path(), &server);
+            accepted.contains("HTTP/1.1 200")
+        },
+        "the EU workload to be accepted",
+    );
+    assert!(
+        accepted.contains("spiffe://eu.cluster.local/ns/default/sa/teei-analytics"),
+        "{accepted}"
+    );
+    // This mesh's own clients are untouched.
+    assert_eq!(request(net, "1").0, 0);
+
+    // Removed: refused again.
+    cli_ok(&cp, &["delete", "trustbundle", "eu", "-n", "istio-system"]);
+    wait_for(
+        || !foreign_request(dir.path(), &server).contains("HTTP/1.1 200"),
+        "the EU workload to be refused again",
+    );
+
+    // This mesh's own bundle, in the SPIFFE bundle format.
+    let served = http_get(&format!("{net}.0.1:15014"), "/bundle");
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    assert!(
+        served.contains("\"use\":\"x509-svid\"") && served.contains("\"spiffe_sequence\":"),
+        "{served}"
+    );
+    let own_root: String = std::fs::read_to_string(cp.data_dir.join("ca/root-cert.pem"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(served.contains(&own_root), "{served}");
+}

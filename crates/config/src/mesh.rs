@@ -77,6 +77,7 @@ pub struct Mesh {
     /// Oldest first: with several rules for one host, the first trafficPolicy wins.
     pub(crate) destination_rules: Vec<Entry<DestinationRuleSpec>>,
     pub(crate) gateways: Vec<Entry<GatewaySpec>>,
+    pub(crate) trust_bundles: Vec<Entry<crate::resources::trust_bundle::TrustBundleSpec>>,
 }
 
 impl Mesh {
@@ -119,6 +120,9 @@ impl Mesh {
                     mesh.destination_rules.push(Entry { object, location });
                 }
                 Resource::Gateway(object) => mesh.gateways.push(Entry { object, location }),
+                Resource::TrustBundle(object) => {
+                    mesh.trust_bundles.push(Entry { object, location });
+                }
             }
         }
         oldest_first(&mut mesh.peer_authentications);
@@ -167,6 +171,11 @@ impl Mesh {
     /// Kubernetes Services.
     pub fn services(&self) -> &[Entry<ServiceSpec>] {
         &self.services
+    }
+
+    /// TrustBundles: the roots of other trust domains this mesh accepts.
+    pub fn trust_bundles(&self) -> &[Entry<crate::resources::trust_bundle::TrustBundleSpec>] {
+        &self.trust_bundles
     }
 
     /// ServiceEntries.

@@ -72,11 +72,13 @@ pub enum Kind {
     MeshConfig,
     /// `meshward.io/v1alpha1` Workload.
     Workload,
+    /// `meshward.io/v1alpha1` TrustBundle: the roots of another trust domain.
+    TrustBundle,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::PeerAuthentication,
         Kind::AuthorizationPolicy,
         Kind::DestinationRule,
@@ -87,6 +89,7 @@ impl Kind {
         Kind::Service,
         Kind::MeshConfig,
         Kind::Workload,
+        Kind::TrustBundle,
     ];
 
     /// The kind's name as written in `kind:`.
@@ -102,6 +105,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::MeshConfig => "MeshConfig",
             Kind::Workload => "Workload",
+            Kind::TrustBundle => "TrustBundle",
         }
     }
 
@@ -118,6 +122,7 @@ impl Kind {
             "ns" | "namespaces" => Some(Kind::Namespace),
             "svc" | "services" => Some(Kind::Service),
             "workloads" => Some(Kind::Workload),
+            "trustbundles" => Some(Kind::TrustBundle),
             _ => None,
         };
         alias.or_else(|| {

@@ -16,6 +16,7 @@ pub mod kube;
 pub mod mesh_config;
 pub mod peer_authentication;
 pub mod service_entry;
+pub mod trust_bundle;
 pub mod workload;
 
 use authorization_policy::AuthorizationPolicySpec;
@@ -25,6 +26,7 @@ use kube::ServiceSpec;
 use mesh_config::MeshConfig;
 use peer_authentication::PeerAuthenticationSpec;
 use service_entry::{ServiceEntrySpec, WorkloadEntrySpec};
+use trust_bundle::TrustBundleSpec;
 use workload::WorkloadSpec;
 
 /// One resource: its `apiVersion` as written, its metadata and its typed spec.
@@ -75,6 +77,8 @@ pub enum Resource {
     MeshConfig(Object<MeshConfig>),
     /// Workload.
     Workload(Object<WorkloadSpec>),
+    /// TrustBundle.
+    TrustBundle(Object<TrustBundleSpec>),
 }
 
 impl Resource {
@@ -91,6 +95,7 @@ impl Resource {
             Resource::Service(_) => Kind::Service,
             Resource::MeshConfig(_) => Kind::MeshConfig,
             Resource::Workload(_) => Kind::Workload,
+            Resource::TrustBundle(_) => Kind::TrustBundle,
         }
     }
 
@@ -107,6 +112,7 @@ impl Resource {
             Resource::Service(o) => &o.metadata,
             Resource::MeshConfig(o) => &o.metadata,
             Resource::Workload(o) => &o.metadata,
+            Resource::TrustBundle(o) => &o.metadata,
         }
     }
 

@@ -73,6 +73,15 @@ pub fn validate(resource: &Resource) -> Vec<Issue> {
             workloads::workload_annotations(&o.metadata, &mut issues);
         }
         Resource::MeshConfig(o) => workloads::mesh_config(&o.spec, &mut issues),
+        Resource::TrustBundle(o) => {
+            use crate::resources::trust_bundle::{roots_problem, trust_domain_problem};
+            if let Some(problem) = trust_domain_problem(&o.spec.trust_domain) {
+                issues.error("spec.trustDomain", problem);
+            }
+            if let Some(problem) = roots_problem(&o.spec.roots) {
+                issues.error("spec.roots", problem);
+            }
+        }
         Resource::Namespace(_) => {}
     }
     issues.0

@@ -65,7 +65,7 @@ fn compile(shared: &Shared, revision: u64, documents: Vec<meshward_config::Docum
             // Trust changes republish too: one publication at a time, with the trust in force.
             let _publishing = shared.ca.publishing();
             let mut views = views(&mesh, shared.trust_domain.as_str(), &shared.ca.roots_pem());
-            shared.ca.decorate(&mut views);
+            shared.ca.decorate(&mesh, &mut views);
             let changed = shared.hub.publish(views);
             info!(revision, changed, "configuration compiled");
         }

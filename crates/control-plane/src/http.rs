@@ -1,5 +1,6 @@
 //! Port 15014: `/healthz`, `/ready` and `/metrics` over plain HTTP, for probes and Prometheus.
-//! `/ready` answers 503 with the reasons while the CA needs attention (the trust watchdog).
+//! `/ready` answers 503 with the reasons while the CA needs attention (the trust watchdog);
+//! `/bundle` serves this mesh's roots in the SPIFFE bundle format (a bundle endpoint).
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -46,6 +47,14 @@ fn route(req: &Request<Incoming>, registry: &Registry, shared: &Shared) -> Respo
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/bundle" => {
+            let mut response = text(StatusCode::OK, crate::trust::spiffe_bundle(shared));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
         "/ready" => match crate::trust::not_ready(shared).as_slice() {
             [] => text(StatusCode::OK, "ok\n".into()),
             reasons => text(

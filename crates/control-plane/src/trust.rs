@@ -20,12 +20,13 @@ use std::{
     time::Duration,
 };
 
-use meshward_api::v1::{ProxyView, TrustReport};
+use meshward_api::v1::{ForeignBundle, ProxyView, TrustReport};
 use meshward_ca::{
     Authority, CaError, IssuedSvid, SignError, SigningPolicy,
     rotation::{RotationFiles, RotationState},
 };
-use meshward_identity::{SpiffeId, TrustBundleSet, TrustDomain};
+use meshward_config::Mesh;
+use meshward_identity::{SpiffeId, TrustBundle, TrustBundleSet, TrustDomain};
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
@@ -72,6 +73,8 @@ pub(crate) struct Ca {
     load_error: Mutex<Option<String>>,
     /// Held by whoever moves the rotation (the driver, start, abort), one at a time.
     rotation_ops: Mutex<()>,
+    /// The roots last served at `/bundle`, and their SPIFFE sequence number.
+    bundle_sequence: Mutex<(String, u64)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -117,6 +120,7 @@ impl Ca {
             generation: watch::Sender::new(0),
             load_error: Mutex::default(),
             rotation_ops: Mutex::default(),
+            bundle_sequence: Mutex::default(),
         })
     }
 
@@ -237,18 +241,24 @@ impl Ca {
         lock(&self.publishing)
     }
 
-    /// Adds what trust decides to freshly compiled views: revocations, and the renewal request
-    /// of a rotation that re-issues certificates. Call it under [`publishing`](Self::publishing).
-    pub(crate) fn decorate(&self, views: &mut HashMap<String, ProxyView>) {
+    /// Adds what trust decides to freshly compiled views: revocations, other trust domains'
+    /// roots (TrustBundle resources) and this one's aliases (MeshConfig
+    /// `trustDomainAliases`), and the renewal request of a rotation that re-issues
+    /// certificates. Call it under [`publishing`](Self::publishing).
+    pub(crate) fn decorate(&self, mesh: &Mesh, views: &mut HashMap<String, ProxyView>) {
         let revocations = self.with_revocations(RevocationList::to_proto);
         let renew = self
             .rotation()
             .filter(|s| s.phase.reissue())
             .map(|s| s.signer_key().to_owned())
             .unwrap_or_default();
+        let aliases = aliases(mesh, &self.trust_domain);
+        let foreign = foreign_bundles(mesh, &self.trust_domain, &aliases);
         for view in views.values_mut() {
             view.revocations = Some(revocations.clone());
             view.renew_unless_signer.clone_from(&renew);
+            view.trust_domain_aliases.clone_from(&aliases);
+            view.foreign_bundles.clone_from(&foreign);
         }
         *lock(&self.expected) = Some(views.keys().cloned().collect());
     }
@@ -407,6 +417,113 @@ pub(crate) async fn run(shared: Arc<Shared>, mut tls: TlsFollower) {
     }
 }
 
+/// MeshConfig `trustDomainAliases`: other names of this mesh's trust domain, whose peers are
+/// verified against this mesh's roots. Invalid names and this trust domain itself are left out.
+fn aliases(mesh: &Mesh, trust_domain: &TrustDomain) -> Vec<String> {
+    let configured = &mesh.config().trust_domain;
+    if !configured.is_empty() && configured != trust_domain.as_str() {
+        warn!(
+            meshconfig = %configured,
+            ca = %trust_domain,
+            "MeshConfig trustDomain differs from the trust domain the CA issues in: set \
+             trustDomain to the CA's (and list the other one in trustDomainAliases while migrating)"
+        );
+    }
+    let mut out: Vec<String> = mesh
+        .config()
+        .trust_domain_aliases
+        .iter()
+        .filter_map(|alias| match TrustDomain::new(alias) {
+            Ok(td) if &td != trust_domain => Some(td.to_string()),
+            Ok(_) => None,
+            Err(e) => {
+                warn!(%alias, error = %e, "MeshConfig trustDomainAliases: not a trust domain; ignored");
+                None
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The roots of other trust domains, from TrustBundle resources: several for one trust domain
+/// add up; roots that do not load, and bundles for this mesh's own trust domain or an alias,
+/// are left out (with a warning), so a proxy never refuses a view for them.
+fn foreign_bundles(
+    mesh: &Mesh,
+    trust_domain: &TrustDomain,
+    aliases: &[String],
+) -> Vec<ForeignBundle> {
+    let mut by_domain: BTreeMap<TrustDomain, TrustBundle> = BTreeMap::new();
+    for entry in mesh.trust_bundles() {
+        let spec = &entry.object.spec;
+        let name = format!(
+            "{}/{}",
+            entry.object.metadata.namespace(),
+            entry.object.metadata.name
+        );
+        let td = match TrustDomain::new(&spec.trust_domain) {
+            Ok(td) => td,
+            Err(e) => {
+                warn!(bundle = %name, error = %e, "TrustBundle ignored");
+                continue;
+            }
+        };
+        if &td == trust_domain || aliases.iter().any(|a| a == td.as_str()) {
+            warn!(bundle = %name, %td, "TrustBundle for this mesh's own trust domain ignored: its roots come from the CA");
+            continue;
+        }
+        let (bundle, skipped) = match TrustBundle::from_pem(td.clone(), spec.roots.as_bytes()) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                warn!(bundle = %name, error = %e, "TrustBundle ignored");
+                continue;
+            }
+        };
+        for skip in skipped {
+            warn!(bundle = %name, %skip, "TrustBundle: certificate left out");
+        }
+        match by_domain.get_mut(&td) {
+            Some(existing) => {
+                for root in bundle.roots() {
+                    let _ = existing.add_root(root.clone());
+                }
+            }
+            None => {
+                by_domain.insert(td, bundle);
+            }
+        }
+    }
+    by_domain
+        .into_iter()
+        .map(|(td, bundle)| ForeignBundle {
+            trust_domain: td.to_string(),
+            roots_pem: meshward_ca::to_pem(bundle.roots()),
+        })
+        .collect()
+}
+
+/// How often federated peers should fetch `/bundle` again, seconds.
+const BUNDLE_REFRESH_HINT: u64 = 300;
+
+/// This mesh's bundle in the SPIFFE bundle format, for `GET :15014/bundle`. The sequence
+/// grows whenever the roots change (the Unix time of the change, at least one more than the
+/// last).
+pub(crate) fn spiffe_bundle(shared: &Shared) -> String {
+    let authority = shared.ca.current();
+    let roots = authority.roots_pem();
+    let sequence = {
+        let mut last = lock(&shared.ca.bundle_sequence);
+        if last.0 != roots {
+            let now = u64::try_from(meshward_ca::rotation::now_ms() / 1000).unwrap_or_default();
+            *last = (roots, now.max(last.1 + 1));
+        }
+        last.1
+    };
+    meshward_identity::spiffe_bundle_json(authority.trust_bundle(), sequence, BUNDLE_REFRESH_HINT)
+}
+
 /// Recompiles every view from the last configuration with the trust in force, and publishes.
 pub(crate) fn republish(shared: &Shared) {
     let _publishing = shared.ca.publishing();
@@ -421,7 +538,7 @@ pub(crate) fn republish(shared: &Shared) {
         .clone();
     let mut views =
         crate::compile::views(&mesh, shared.trust_domain.as_str(), &shared.ca.roots_pem());
-    shared.ca.decorate(&mut views);
+    shared.ca.decorate(&mesh, &mut views);
     let changed = shared.hub.publish(views);
     info!(changed, "trust changed: views republished");
 }

@@ -17,6 +17,7 @@ mod bundle;
 mod id;
 mod inspect;
 mod revocation;
+mod spiffe_bundle;
 mod svid;
 #[cfg(test)]
 mod test_pki;
@@ -26,6 +27,7 @@ pub use bundle::{BundleError, SkippedCert, TrustBundle, TrustBundleSet};
 pub use id::{IdError, SpiffeId, TrustDomain};
 pub use inspect::{CertInfo, KeyType, describe, fingerprint_sha256, spki_sha256};
 pub use revocation::{Revocations, Serial, SerialError};
+pub use spiffe_bundle::spiffe_bundle_json;
 pub use svid::{AllowedPeers, Side, SvidError, peer_spiffe_id, verify_svid_chain};
 pub use verifier::{
     SpiffeClientVerifier, SpiffeServerVerifier, client_config, crypto_provider, server_config,

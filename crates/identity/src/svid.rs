@@ -188,6 +188,11 @@ pub fn verify_svid_chain(
     let leaf = parse(leaf_der, 1)?;
     let id = leaf_spiffe_id(&leaf)?;
     check_leaf(&leaf, side)?;
+    // After the CA check: a CA certificate presented as a leaf (its URI SAN is typically the
+    // trust domain's own ID) is reported as a CA, the more useful reason.
+    if id.path().is_empty() {
+        return Err(SvidError::LeafWithoutPath(id));
+    }
 
     let bundle = bundles
         .get(id.trust_domain())
@@ -276,14 +281,10 @@ fn leaf_spiffe_id(leaf: &X509Certificate<'_>) -> Result<SpiffeId, SvidError> {
     let [uri] = uris.as_slice() else {
         return Err(SvidError::UriSanCount { count: uris.len() });
     };
-    let id: SpiffeId = uri.parse().map_err(|source| SvidError::InvalidSpiffeId {
+    uri.parse().map_err(|source| SvidError::InvalidSpiffeId {
         uri: (*uri).to_owned(),
         source,
-    })?;
-    if id.path().is_empty() {
-        return Err(SvidError::LeafWithoutPath(id));
-    }
-    Ok(id)
+    })
 }
 
 fn check_leaf(leaf: &X509Certificate<'_>, side: Side) -> Result<(), SvidError> {

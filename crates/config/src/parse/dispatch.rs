@@ -34,6 +34,7 @@ const KINDS: &[(&str, &[&str])] = &[
     ("ConfigMap", CORE),
     ("MeshConfig", MESHWARD),
     ("Workload", MESHWARD),
+    ("TrustBundle", MESHWARD),
 ];
 
 /// A resource document as written: header, metadata, spec (and `status`, output-only).
@@ -118,6 +119,7 @@ pub(super) fn typed(
         "Service" => Resource::Service(object(place, text, options, api)?),
         "MeshConfig" => Resource::MeshConfig(object(place, text, options, api)?),
         "Workload" => Resource::Workload(object(place, text, options, api)?),
+        "TrustBundle" => Resource::TrustBundle(object(place, text, options, api)?),
         _ => Resource::MeshConfig(config_map(place, text, options, api)?),
     };
     Ok(resource)

@@ -71,7 +71,7 @@ impl Discovery {
         let Some(current) = self.creds.borrow().clone() else {
             return Ok(());
         };
-        let bundles = update.bundles(view, current.bundles())?;
+        let bundles = update.bundles(&view.trust_domain, current.bundles())?;
         if !bundles.same_trust(current.bundles()) {
             let creds = Credentials::new(
                 current.chain().to_vec(),
@@ -216,14 +216,18 @@ impl TrustUpdate {
 
     /// The bundles and revocations this view puts in force. Without a bundle (an older control
     /// plane) this mesh's roots stay as they are.
-    fn bundles(&self, view: &View, current: &TrustBundleSet) -> Result<TrustBundleSet, String> {
+    fn bundles(
+        &self,
+        trust_domain: &TrustDomain,
+        current: &TrustBundleSet,
+    ) -> Result<TrustBundleSet, String> {
         let local = if self.bundle_pem.is_empty() {
             current
-                .get(&view.trust_domain)
+                .get(trust_domain)
                 .cloned()
                 .ok_or_else(|| "no trust bundle for this mesh".to_owned())?
         } else {
-            TrustBundle::from_pem(view.trust_domain.clone(), self.bundle_pem.as_bytes())
+            TrustBundle::from_pem(trust_domain.clone(), self.bundle_pem.as_bytes())
                 .map_err(|e| format!("trust bundle: {e}"))?
                 .0
         };
@@ -238,7 +242,7 @@ impl TrustUpdate {
         for foreign in &self.foreign {
             let td = TrustDomain::new(&foreign.trust_domain)
                 .map_err(|e| format!("trust bundle of {:?}: {e}", foreign.trust_domain))?;
-            if td == view.trust_domain || set.get(&td).is_some() {
+            if &td == trust_domain || set.get(&td).is_some() {
                 return Err(format!(
                     "trust bundle of {td}: that is this mesh's own trust domain (or an alias)"
                 ));
@@ -261,5 +265,91 @@ impl TrustUpdate {
         }
         set.set_revocations(revocations);
         Ok(set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshward_api::v1::{ForeignBundle, Revocations as WireRevocations};
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+
+    fn root_pem(name: &str) -> String {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        params
+            .self_signed(&KeyPair::generate().unwrap())
+            .unwrap()
+            .pem()
+    }
+
+    fn td(name: &str) -> TrustDomain {
+        TrustDomain::new(name).unwrap()
+    }
+
+    #[test]
+    fn a_view_puts_aliases_foreign_roots_and_revocations_in_force() {
+        let (own, eu) = (root_pem("own"), root_pem("eu"));
+        let update = TrustUpdate {
+            bundle_pem: own,
+            revocations: WireRevocations {
+                identities: vec!["spiffe://cluster.local/ns/a/sa/b".into()],
+                serials: vec!["4A:0B".into()],
+            },
+            foreign: vec![ForeignBundle {
+                trust_domain: "eu.cluster.local".into(),
+                roots_pem: eu,
+            }],
+            aliases: vec!["old.local".into()],
+            renew_unless_signer: String::new(),
+        };
+        let set = update
+            .bundles(&td("cluster.local"), &TrustBundleSet::new())
+            .unwrap();
+        let own_roots = set.get(&td("cluster.local")).unwrap().roots();
+        // The alias trusts this mesh's roots; the foreign domain its own.
+        assert_eq!(set.get(&td("old.local")).unwrap().roots(), own_roots);
+        assert_ne!(set.get(&td("eu.cluster.local")).unwrap().roots(), own_roots);
+        assert!(set.get(&td("us.cluster.local")).is_none());
+        let revoked = set.revocations();
+        assert!(revoked.revokes_id(&"spiffe://cluster.local/ns/a/sa/b".parse().unwrap()));
+        assert!(revoked.revokes_serial(&"4a0b".parse().unwrap()));
+    }
+
+    #[test]
+    fn foreign_roots_for_this_mesh_or_bad_revocations_refuse_the_view() {
+        let base = || TrustUpdate {
+            bundle_pem: root_pem("own"),
+            ..TrustUpdate::default()
+        };
+        let mut own_domain = base();
+        own_domain.foreign.push(ForeignBundle {
+            trust_domain: "cluster.local".into(),
+            roots_pem: root_pem("impostor"),
+        });
+        let err = own_domain
+            .bundles(&td("cluster.local"), &TrustBundleSet::new())
+            .unwrap_err();
+        assert!(err.contains("own trust domain"), "{err}");
+        let mut bad = base();
+        bad.revocations.identities.push("not an id".into());
+        assert!(
+            bad.bundles(&td("cluster.local"), &TrustBundleSet::new())
+                .is_err()
+        );
+        // Without a bundle (an older control plane), the roots in force stay.
+        let current = TrustBundleSet::from(
+            TrustBundle::from_pem(td("cluster.local"), root_pem("kept").as_bytes())
+                .unwrap()
+                .0,
+        );
+        let kept = TrustUpdate::default()
+            .bundles(&td("cluster.local"), &current)
+            .unwrap();
+        assert!(kept.same_trust(&current));
     }
 }
