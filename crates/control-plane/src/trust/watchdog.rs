@@ -21,6 +21,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use meshward_ca::Authority;
+
 use crate::Shared;
 
 /// How often the watchdog looks, besides on every trust change.
@@ -67,11 +69,16 @@ pub(crate) fn expiring(start: i64, end: i64, now: i64) -> bool {
 
 /// Every reason the CA makes the control plane not ready now.
 pub(crate) fn reasons(shared: &Shared) -> Vec<NotReady> {
+    let now = meshward_ca::rotation::now_ms() / 1000;
+    reasons_for(&shared.ca.current(), shared.ca.load_error(), now)
+}
+
+/// Every reason a CA signing with `authority`, whose files could not be loaded for
+/// `load_error`, makes the control plane not ready at `now` (Unix seconds).
+fn reasons_for(authority: &Authority, load_error: Option<String>, now: i64) -> Vec<NotReady> {
     let mut reasons = Vec::new();
-    let authority = shared.ca.current();
     if let Ok((_, cert)) = x509_parser::parse_x509_certificate(authority.signing_cert().as_ref()) {
         let validity = cert.validity();
-        let now = meshward_ca::rotation::now_ms() / 1000;
         if expiring(
             validity.not_before.timestamp(),
             validity.not_after.timestamp(),
@@ -85,7 +92,7 @@ pub(crate) fn reasons(shared: &Shared) -> Vec<NotReady> {
             )));
         }
     }
-    if let Some(error) = shared.ca.load_error() {
+    if let Some(error) = load_error {
         reasons.push(NotReady::CaFilesNotLoaded(format!(
             "the CA files changed on disk but cannot be loaded (the previous CA keeps signing): {error}"
         )));
@@ -171,7 +178,10 @@ pub(crate) async fn run(shared: Arc<Shared>, watchdog: Arc<Watchdog>) {
 
 #[cfg(test)]
 mod tests {
-    use super::expiring;
+    use meshward_ca::{Authority, InitOptions};
+    use meshward_identity::TrustDomain;
+
+    use super::{NotReady, expiring, reasons_for};
 
     #[test]
     fn expiring_means_less_than_a_fifth_of_the_lifetime_left() {
@@ -179,5 +189,33 @@ mod tests {
         assert!(!expiring(0, 100, 80));
         assert!(expiring(0, 100, 81));
         assert!(expiring(0, 100, 150));
+    }
+
+    #[test]
+    fn a_signing_certificate_near_its_end_or_unloadable_files_make_it_not_ready() {
+        let tmp = tempfile::tempdir().unwrap();
+        let td = TrustDomain::new("cluster.local").unwrap();
+        let ca = Authority::init(
+            &tmp.path().join("ca"),
+            &InitOptions::new(td).with_intermediate(),
+        )
+        .unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(ca.signing_cert().as_ref()).unwrap();
+        let (start, end) = (
+            cert.validity().not_before.timestamp(),
+            cert.validity().not_after.timestamp(),
+        );
+        assert!(reasons_for(&ca, None, start + 1).is_empty());
+        let late = end - (end - start) / 10;
+        let reasons = reasons_for(&ca, None, late);
+        assert!(
+            matches!(reasons.as_slice(), [NotReady::SigningCertificateExpiring(m)] if m.contains("20%")),
+            "{reasons:?}"
+        );
+        let reasons = reasons_for(&ca, Some("ca-key.pem: bad".to_owned()), start + 1);
+        assert!(
+            matches!(reasons.as_slice(), [NotReady::CaFilesNotLoaded(m)] if m.contains("ca-key.pem")),
+            "{reasons:?}"
+        );
     }
 }
