@@ -1,5 +1,4 @@
 //! Port 15014: `/healthz`, `/ready` and `/metrics` over plain HTTP, for probes and Prometheus.
-//! `/ready` answers 503 with the reasons while the CA needs attention (the trust watchdog).
 //! `/ready` answers 503 with the reasons while the CA needs attention (the trust watchdog);
 //! `/bundle` serves this mesh's roots in the SPIFFE bundle format (a bundle endpoint).
 
