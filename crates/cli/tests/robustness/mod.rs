@@ -52,10 +52,12 @@ pub struct Seen {
     pub bytes: usize,
     /// Request lines, in order.
     pub requests: Vec<String>,
+    /// Requests that carried an `X-Forwarded-Client-Cert` (set by the proxy on mTLS only).
+    pub with_xfcc: usize,
 }
 
 /// An HTTP/1 keep-alive app on `addr` that answers every request `200` with its request line
-/// as the body, and records what it received.
+/// as the body (after a second for paths under `/delay`), and records what it received.
 pub fn recording_app(addr: &str) -> Arc<Mutex<Seen>> {
     let listener = TcpListener::bind(addr).unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -70,6 +72,7 @@ pub fn recording_app(addr: &str) -> Arc<Mutex<Seen>> {
                 loop {
                     let mut request_line = String::new();
                     let mut length = 0usize;
+                    let mut xfcc = false;
                     loop {
                         let mut line = String::new();
                         match reader.read_line(&mut line) {
@@ -79,12 +82,13 @@ pub fn recording_app(addr: &str) -> Arc<Mutex<Seen>> {
                         if line == "\r\n" || line == "\n" {
                             break;
                         }
+                        let lower = line.to_ascii_lowercase();
                         if request_line.is_empty() {
                             request_line = line.trim_end().to_owned();
-                        } else if let Some(v) =
-                            line.to_ascii_lowercase().strip_prefix("content-length:")
-                        {
+                        } else if let Some(v) = lower.strip_prefix("content-length:") {
                             length = v.trim().parse().unwrap_or(0);
+                        } else if lower.starts_with("x-forwarded-client-cert:") {
+                            xfcc = true;
                         }
                     }
                     let mut body = vec![0u8; length];
@@ -94,7 +98,11 @@ pub fn recording_app(addr: &str) -> Arc<Mutex<Seen>> {
                     let mut seen = s.lock().unwrap();
                     seen.bytes += length;
                     seen.requests.push(request_line.clone());
+                    seen.with_xfcc += usize::from(xfcc);
                     drop(seen);
+                    if request_line.starts_with("GET /delay") {
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
                     let reply = format!(
                         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{request_line}",
                         request_line.len()
