@@ -473,9 +473,9 @@ async fn corrupt_bundles_and_mismatched_keys_are_named_and_never_served() {
     // A corrupt entry beside a good root is skipped (and logged): the proxy starts and serves.
     let app = http_app(sock("127.0.152.12:8080")).await;
     let client = ca.leaf(&leaf_params(CLIENT_ID));
-    let request = || {
+    let request = |ip: &str| {
         tls_exchange(
-            sock("127.0.152.2:8080"),
+            sock(&format!("{ip}:8080")),
             raw_chain_config(client.chain.clone(), &client.key, b"istio"),
             GET,
         )
@@ -485,7 +485,7 @@ async fn corrupt_bundles_and_mismatched_keys_are_named_and_never_served() {
         ..good.clone()
     };
     let proxy = start("127.0.152.2", &not_base64).await.unwrap();
-    let out = request().await.unwrap();
+    let out = request("127.0.152.2").await.unwrap();
     assert!(
         out.starts_with(b"HTTP/1.1 200"),
         "{}",
@@ -496,8 +496,9 @@ async fn corrupt_bundles_and_mismatched_keys_are_named_and_never_served() {
         bundle: write("mixed.pem", &format!("{garbage_cert}{}", ca.root_pem)),
         ..good.clone()
     };
-    let proxy = start("127.0.152.2", &mixed).await.unwrap();
-    let out = request().await.unwrap();
+    // (On its own address: the first one's listener closes just after its drain returns.)
+    let proxy = start("127.0.152.3", &mixed).await.unwrap();
+    let out = request("127.0.152.3").await.unwrap();
     assert!(
         out.starts_with(b"HTTP/1.1 200"),
         "{}",
@@ -509,7 +510,7 @@ async fn corrupt_bundles_and_mismatched_keys_are_named_and_never_served() {
     std::fs::write(&mixed.key, &other.key_pem).unwrap();
     std::fs::write(&mixed.bundle, &garbage_cert).unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let out = request().await.unwrap();
+    let out = request("127.0.152.3").await.unwrap();
     assert!(
         out.starts_with(b"HTTP/1.1 200"),
         "{}",
