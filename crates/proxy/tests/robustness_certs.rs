@@ -177,19 +177,24 @@ async fn clients_with_broken_svids_are_refused_at_a_strict_port() {
     let dir = tempfile::tempdir().unwrap();
     let app = http_app(sock("127.0.150.12:8080")).await;
     let files = ca.write(dir.path(), "server", &ca.leaf(&leaf_params(SERVER_ID)));
-    let _server = Proxy::start(
-        proxy_config("127.0.150.2", "127.0.150.12", &files, &["8080=strict"], &[]),
-        None,
-    )
-    .await
-    .unwrap();
+    let mut config = proxy_config("127.0.150.2", "127.0.150.12", &files, &["8080=strict"], &[]);
+    config.admin_port = 15000;
+    let _server = Proxy::start(config, None).await.unwrap();
     let addr = sock("127.0.150.2:8080");
-    for (case, make) in broken_svids(ExtendedKeyUsagePurpose::ClientAuth) {
+    let before = inbound_tls_failures().await;
+    let cases = broken_svids(ExtendedKeyUsagePurpose::ClientAuth);
+    let count = u64::try_from(cases.len()).unwrap();
+    for (case, make) in cases {
         let leaf = make(&ca, CLIENT_ID);
         let out = tls_exchange(addr, raw_chain_config(leaf.chain, &leaf.key, b"istio"), GET).await;
         assert!(refused(&out), "{case}: {out:?}");
     }
     assert_eq!(app.connections(), 0, "a broken SVID reached the app");
+    let after = inbound_tls_failures().await;
+    assert!(
+        after >= before + count,
+        "handshake failures {before} → {after}"
+    );
     // A valid SVID from the same CA is served.
     let good = ca.leaf(&leaf_params(CLIENT_ID));
     let out = tls_exchange(addr, raw_chain_config(good.chain, &good.key, b"istio"), GET)
@@ -213,6 +218,24 @@ impl rustls::server::ResolvesServerCert for Fixed {
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
         Some(Arc::clone(&self.0))
     }
+}
+
+/// Inbound handshake failures on the admin port of the proxy at 127.0.150.2 (all reasons).
+async fn inbound_tls_failures() -> u64 {
+    let mut tcp = TcpStream::connect("127.0.150.2:15000").await.unwrap();
+    tcp.write_all(b"GET /stats/prometheus HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut text)).await;
+    text.lines()
+        .filter(|l| {
+            l.starts_with("meshward_tls_handshake_failures")
+                && l.contains('{')
+                && l.contains("direction=\"inbound\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// A TLS server presenting `leaf` on `addr` that counts the application bytes it receives.
