@@ -7,7 +7,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use meshward_api::v1::{
     AccessLog, Endpoint, InboundPort, MtlsMode as WireMtls, ProxyView, ServicePort, ServiceRef,
-    ServiceView, TlsMode as WireTls, WorkloadMeta, WorkloadView,
+    ServiceView, TlsMode as WireTls, TlsOrigination, WorkloadMeta, WorkloadView,
 };
 use meshward_config::{
     Mesh, WorkloadInstance,
@@ -19,8 +19,10 @@ use meshward_config::{
         tls::Client,
     },
     resources::{
-        destination_rule::ClientTlsMode, mesh_config::AccessLogEncoding,
+        destination_rule::{ClientTls, ClientTlsMode},
+        mesh_config::AccessLogEncoding,
         peer_authentication::MtlsMode,
+        service_entry::{Location, Resolution},
     },
     validate::ACCESS_LOG_ANNOTATION,
 };
@@ -242,79 +244,170 @@ fn authorization_json(mesh: &Mesh, w: &WorkloadInstance) -> String {
 /// An ALLOW policy without rules: nothing matches it, so everything is denied.
 const DENY_ALL: &str = r#"{"policies":[{"namespace":"","name":"unserializable","action":"ALLOW","dryRun":false,"rules":[]}]}"#;
 
-/// Every Service the workload may call, with endpoints and the TLS to use for each.
+/// Every Service and ServiceEntry host the workload may call, with endpoints and the TLS to use
+/// for each.
 fn services_for(mesh: &Mesh, client: &WorkloadInstance) -> Vec<ServiceView> {
     let caller = Client {
         namespace: &client.namespace,
         labels: &client.labels,
     };
-    mesh.services()
-        .iter()
-        .map(|entry| {
-            let name = entry.object.metadata.name.clone();
-            let namespace = entry.namespace().to_owned();
-            let host = service_fqdn(&name, &namespace);
-            let destination = Destination::Service(entry);
-            let ports = destination
-                .ports()
+    let services = mesh.services().iter().map(|entry| {
+        let name = entry.object.metadata.name.clone();
+        let namespace = entry.namespace().to_owned();
+        let host = service_fqdn(&name, &namespace);
+        let destination = Destination::Service(entry);
+        let ports = service_ports(mesh, caller, &destination, &host);
+        ServiceView {
+            host,
+            name,
+            namespace,
+            address: entry.object.spec.cluster_ip.clone().unwrap_or_default(),
+            ports,
+            exact_name: false,
+        }
+    });
+    // A ServiceEntry host is one service per name; a wildcard host has no name to connect to.
+    let entries = mesh.service_entries().iter().flat_map(|entry| {
+        let destination = Destination::ServiceEntry(entry);
+        let spec = &entry.object.spec;
+        // One virtual address only: a CIDR or several addresses name no single service address.
+        let address = match spec.addresses.as_slice() {
+            [one] if one.parse::<std::net::IpAddr>().is_ok() => one.clone(),
+            _ => String::new(),
+        };
+        spec.hosts
+            .iter()
+            .filter(|host| !host.starts_with('*'))
+            .map(move |host| {
+                let host = host.to_ascii_lowercase();
+                ServiceView {
+                    ports: service_ports(mesh, caller, &destination, &host),
+                    name: host.clone(),
+                    namespace: entry.namespace().to_owned(),
+                    host,
+                    address: address.clone(),
+                    exact_name: true,
+                }
+            })
+    });
+    services.chain(entries).collect()
+}
+
+/// The ports of one destination as `caller` reaches it under the name `host`.
+fn service_ports(
+    mesh: &Mesh,
+    caller: Client<'_>,
+    destination: &Destination<'_>,
+    host: &str,
+) -> Vec<ServicePort> {
+    let namespace = destination.namespace();
+    destination
+        .ports()
+        .into_iter()
+        .map(|port| {
+            let declared = mesh.destination_rule_tls(caller, host, Some(namespace), port, None);
+            let endpoints = destination_endpoints(mesh, destination, host, port)
                 .into_iter()
-                .map(|port| {
-                    let declared =
-                        mesh.destination_rule_tls(caller, &host, Some(&namespace), port, None);
-                    let endpoints = mesh
-                        .endpoints(&destination, port)
-                        .into_iter()
-                        .filter_map(|ep| {
-                            let decision =
-                                mesh.client_tls(caller, &host, Some(&namespace), port, None, &ep);
-                            Some(Endpoint {
-                                address: ep.address.clone()?,
-                                port: u32::from(ep.port),
-                                identity: ep.identity.clone().unwrap_or_default(),
-                                has_sidecar: ep.sidecar,
-                                workload: ep
-                                    .workload
-                                    .map(|w| format!("{}.{}", w.name, w.namespace))
-                                    .unwrap_or_default(),
-                                tls_mode: wire_tls(decision.mode) as i32,
-                                tls_source: decision.source.to_string(),
-                            })
-                        })
-                        .collect();
-                    let (tls_mode, tls_source, subject_alt_names, sni) = match declared {
-                        Some((tls, rule, _)) => (
-                            wire_tls(tls.mode),
-                            format!("DestinationRule {}/{}", rule.namespace, rule.name),
-                            tls.subject_alt_names.clone(),
-                            tls.sni.unwrap_or_default(),
-                        ),
-                        None => (
-                            WireTls::Unspecified,
-                            "auto-mTLS".to_owned(),
-                            Vec::new(),
-                            String::new(),
-                        ),
-                    };
-                    ServicePort {
-                        port: u32::from(port),
-                        name: String::new(),
-                        endpoints,
-                        tls_mode: tls_mode as i32,
-                        tls_source,
-                        subject_alt_names,
-                        sni,
-                    }
+                .filter_map(|ep| {
+                    let decision = mesh.client_tls(caller, host, Some(namespace), port, None, &ep);
+                    Some(Endpoint {
+                        address: ep.address.clone()?,
+                        port: u32::from(ep.port),
+                        identity: ep.identity.clone().unwrap_or_default(),
+                        has_sidecar: ep.sidecar,
+                        workload: ep
+                            .workload
+                            .map(|w| format!("{}.{}", w.name, w.namespace))
+                            .unwrap_or_default(),
+                        tls_mode: wire_tls(decision.mode) as i32,
+                        tls_source: decision.source.to_string(),
+                    })
                 })
                 .collect();
-            ServiceView {
-                host,
-                name,
-                namespace,
-                address: entry.object.spec.cluster_ip.clone().unwrap_or_default(),
-                ports,
+            let mut view = ServicePort {
+                port: u32::from(port),
+                name: String::new(),
+                endpoints,
+                tls_mode: WireTls::Unspecified as i32,
+                tls_source: "auto-mTLS".to_owned(),
+                subject_alt_names: Vec::new(),
+                sni: String::new(),
+                origination: None,
+            };
+            if let Some((tls, rule, _)) = declared {
+                view.tls_mode = wire_tls(tls.mode) as i32;
+                view.tls_source = format!("DestinationRule {}/{}", rule.namespace, rule.name);
+                view.sni = tls.sni.clone().unwrap_or_default();
+                match tls.mode {
+                    ClientTlsMode::Simple | ClientTlsMode::Mutual => {
+                        view.origination = Some(origination(&tls, destination, host));
+                    }
+                    ClientTlsMode::IstioMutual | ClientTlsMode::Disable => {
+                        view.subject_alt_names = tls.subject_alt_names;
+                    }
+                }
             }
+            view
         })
         .collect()
+}
+
+/// The endpoints of `host:port`. A ServiceEntry with DNS resolution and no endpoints of its own
+/// stands for the host itself, as does one with resolution NONE (the "original destination" is
+/// the name the client asked for): the proxy resolves the name when it connects.
+fn destination_endpoints<'a>(
+    mesh: &'a Mesh,
+    destination: &Destination<'a>,
+    host: &str,
+    port: u16,
+) -> Vec<meshward_config::resolve::endpoints::Endpoint<'a>> {
+    let endpoints = mesh.endpoints(destination, port);
+    let Destination::ServiceEntry(entry) = destination else {
+        return endpoints;
+    };
+    let spec = &entry.object.spec;
+    let by_name = matches!(
+        spec.resolution,
+        Resolution::Dns | Resolution::DnsRoundRobin | Resolution::None
+    );
+    if !endpoints.is_empty() || !by_name || spec.workload_selector.is_some() {
+        return endpoints;
+    }
+    let target = spec
+        .ports
+        .iter()
+        .find(|p| p.number.valid() == Some(port))
+        .and_then(|p| p.target_port.and_then(|t| t.valid()))
+        .unwrap_or(port);
+    vec![meshward_config::resolve::endpoints::Endpoint {
+        workload: None,
+        address: Some(host.to_owned()),
+        port: target,
+        identity: None,
+        sidecar: spec.location == Location::MeshInternal,
+    }]
+}
+
+/// A DestinationRule's SIMPLE/MUTUAL settings. Istio: "`subjectAltNames` overrides the
+/// ServiceEntry SANs; if unset, SAN/SNI follow the host"; the SNI is `sni` or the host.
+fn origination(tls: &ClientTls, destination: &Destination<'_>, host: &str) -> TlsOrigination {
+    let entry_sans = match destination {
+        Destination::ServiceEntry(entry) => entry.object.spec.subject_alt_names.clone(),
+        Destination::Service(_) => Vec::new(),
+    };
+    let subject_alt_names = if tls.subject_alt_names.is_empty() {
+        entry_sans
+    } else {
+        tls.subject_alt_names.clone()
+    };
+    TlsOrigination {
+        mutual: tls.mode == ClientTlsMode::Mutual,
+        ca_certificates: tls.ca_certificates.clone().unwrap_or_default(),
+        client_certificate: tls.client_certificate.clone().unwrap_or_default(),
+        private_key: tls.private_key.clone().unwrap_or_default(),
+        server_name: tls.sni.clone().unwrap_or_else(|| host.to_owned()),
+        subject_alt_names,
+    }
 }
 
 fn wire_mtls(mode: MtlsMode) -> WireMtls {
@@ -431,5 +524,47 @@ spec:
         assert!(db.ports[0].service.is_none());
         // The annotation overrides MeshConfig.
         assert_eq!(db.access_log, AccessLog::Json as i32);
+    }
+
+    #[test]
+    fn service_entry_hosts_carry_their_endpoints_and_origination() {
+        let extra = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: shop}
+spec:
+  hosts: [api.example.com, "*.example.org"]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  subjectAltNames: [edge.example.com]
+  ports: [{number: 443, name: https, protocol: TLS}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ext, namespace: shop}
+spec:
+  host: api.example.com
+  trafficPolicy: {tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem}}
+"#;
+        let docs = parse_stream("mesh.yaml", &format!("{MESH}{extra}"), &Limits::default())
+            .into_documents()
+            .unwrap();
+        let views = views(&Mesh::new(docs).unwrap(), "cluster.local", "");
+        let services = &views["web-1.shop"].services;
+        // The wildcard host names no single host.
+        let ext: Vec<_> = services.iter().filter(|s| s.exact_name).collect();
+        assert_eq!(ext.len(), 1, "{ext:?}");
+        assert_eq!(ext[0].host, "api.example.com");
+        let port = &ext[0].ports[0];
+        // DNS resolution without endpoints: the host itself, resolved by the proxy.
+        assert_eq!(port.endpoints[0].address, "api.example.com");
+        assert_eq!(port.endpoints[0].tls_mode, WireTls::Mutual as i32);
+        let tls = port.origination.as_ref().unwrap();
+        assert!(tls.mutual);
+        assert_eq!(tls.server_name, "api.example.com");
+        // "subjectAltNames overrides the ServiceEntry SANs; if unset, the ServiceEntry's apply."
+        assert_eq!(tls.subject_alt_names, ["edge.example.com"]);
+        assert!(port.subject_alt_names.is_empty());
     }
 }

@@ -6,7 +6,7 @@
 //! bundle arrives: until then no inbound mTLS is served and the proxy is not ready (fail
 //! closed). A bad replacement is refused and the previous credentials stay in place.
 
-mod files;
+pub(crate) mod files;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

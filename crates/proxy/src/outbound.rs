@@ -1,9 +1,11 @@
 //! Outbound: how the app reaches the mesh. An HTTP/1.1 forward proxy with `CONNECT`
 //! ([`http_proxy`]) and static upstream listeners ([`upstream`]), both over [`connect`], which
 //! originates mTLS with this proxy's SVID and refuses any server whose SPIFFE ID is not the
-//! expected one before a byte of the request is sent.
+//! expected one before a byte of the request is sent, or TLS to a server outside the mesh as a
+//! DestinationRule says ([`origination`]).
 
 pub mod http_proxy;
+mod origination;
 mod pool;
 pub mod upstream;
 
@@ -19,6 +21,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
+use self::origination::Originations;
 use self::pool::Pool;
 use crate::config::Timeouts;
 use crate::creds::{CredsError, CredsReceiver, peer_id};
@@ -27,8 +30,8 @@ use crate::metrics::labels::{
     ConnLabels, Reporter, SecurityPolicy, ServiceLabels, WorkloadLabels, principal,
 };
 use crate::telemetry::{Link, LinkLog, Telemetry};
-use crate::tls::{failure_reason, session_names};
-use crate::view::{Route, Service, View};
+use crate::tls::{ALPN_HTTP1, failure_reason, session_names};
+use crate::view::{Address, Route, Service, View};
 
 /// A connection to an upstream: plaintext or mTLS.
 pub type MeshStream = Either<TcpStream, TlsStream<TcpStream>>;
@@ -43,6 +46,17 @@ pub enum ConnectError {
     /// The client config cannot be built.
     #[error("TLS configuration: {0}")]
     Creds(#[from] CredsError),
+    /// The DestinationRule's origination files cannot be used.
+    #[error("TLS origination settings: {0}")]
+    Origination(String),
+    /// An endpoint's DNS name does not resolve.
+    #[error("cannot resolve {address}: {reason}")]
+    Resolve {
+        /// The endpoint.
+        address: Address,
+        /// Why.
+        reason: String,
+    },
     /// TCP connect failed.
     #[error("cannot connect to {addr}: {source}")]
     Connect {
@@ -51,11 +65,11 @@ pub enum ConnectError {
         /// The I/O error.
         source: io::Error,
     },
-    /// TCP connect or TLS handshake took too long.
+    /// Name resolution, TCP connect or TLS handshake took too long.
     #[error("timed out connecting to {0}")]
-    Timeout(SocketAddr),
+    Timeout(Address),
     /// The TLS handshake failed, e.g. the server is not the expected identity.
-    #[error("mTLS handshake with {addr} failed: {reason}")]
+    #[error("TLS handshake with {addr} failed: {reason}")]
     Handshake {
         /// Upstream address.
         addr: SocketAddr,
@@ -86,6 +100,7 @@ pub struct Outbound {
     timeouts: Timeouts,
     drain: Drain,
     pool: Arc<Pool>,
+    originations: Originations,
     telemetry: Telemetry,
 }
 
@@ -107,6 +122,7 @@ impl Outbound {
             timeouts,
             drain,
             pool: Arc::default(),
+            originations: Originations::default(),
             telemetry,
         })
     }
@@ -123,33 +139,43 @@ impl Outbound {
     ) -> Arc<Link> {
         let view = Arc::clone(&self.view.borrow());
         let t = &view.telemetry;
-        let (server, own, (version, cipher), local) = match stream {
+        let (tcp, session) = match stream {
             Either::Right(tls) => {
                 let (tcp, session) = tls.get_ref();
-                (
-                    peer_id(session.peer_certificates()),
-                    self.creds.borrow().as_ref().map(|c| c.id().clone()),
-                    session_names(session),
-                    tcp.local_addr().ok(),
-                )
+                (tcp, Some(session))
             }
-            Either::Left(tcp) => (None, None, (None, None), tcp.local_addr().ok()),
+            Either::Left(tcp) => (tcp, None),
         };
-        let address = route.address();
+        // Only mesh mTLS presents this workload's SVID and verifies a SPIFFE ID.
+        let (server, own) = match (route, session) {
+            (Route::Mtls { .. }, Some(session)) => (
+                peer_id(session.peer_certificates()),
+                self.creds.borrow().as_ref().map(|c| c.id().clone()),
+            ),
+            _ => (None, None),
+        };
+        let (version, cipher) = session.map_or((None, None), |s| session_names(s));
+        let remote = tcp.peer_addr().ok();
         let labels = ConnLabels::new(
             Reporter::Source,
             Arc::clone(&t.workload),
             principal(own.as_ref()),
-            t.peers.endpoint(address.ip(), server.as_ref()),
+            remote.map_or_else(WorkloadLabels::unknown, |a| {
+                t.peers.endpoint(a.ip(), server.as_ref())
+            }),
             principal(server.as_ref()),
             SecurityPolicy::Unknown,
         );
+        let sni = match route {
+            Route::Originate { tls, .. } => Some(tls.server_name.clone()),
+            Route::Mtls { .. } | Route::Plain { .. } => None,
+        };
         let log = LinkLog {
-            upstream_host: Some(address),
-            upstream_local: local,
+            upstream_host: remote,
+            upstream_local: tcp.local_addr().ok(),
             upstream_cluster: service.map(|(s, port)| format!("outbound|{port}||{}", s.host)),
             route_name: http.then_some("default"),
-            sni: None,
+            sni,
             tls_version: version,
             tls_cipher: cipher,
             peer_principal: server.as_ref().map(|id| principal(Some(id))),
@@ -179,32 +205,48 @@ impl Outbound {
         )
     }
 
-    /// Connects along `route`, offering `alpn` when it is mTLS.
+    /// Connects along `route`, offering `alpn` when it is mesh mTLS (and its plain form,
+    /// `http/1.1` or none, when originating TLS to a server outside the mesh).
     pub async fn connect(&self, route: &Route, alpn: &[u8]) -> Result<MeshStream, ConnectError> {
         let metrics = self.telemetry.metrics();
-        let tls = match route {
-            Route::Plain { .. } => None,
+        let address = route.address();
+        let (config, name) = match route {
+            Route::Plain { .. } => (None, None),
             Route::Mtls { expected, .. } => {
                 // Credentials first: without them nothing is sent at all.
                 let Some(creds) = self.creds.borrow().clone() else {
                     metrics.record_tls_failure(true, "no_certificate");
                     return Err(ConnectError::NoCredentials);
                 };
-                Some(creds.client_config(expected, alpn)?)
+                (Some(creds.client_config(expected, alpn)?), None)
+            }
+            Route::Originate { tls, .. } => {
+                let app_alpn: Option<&'static [u8]> = (alpn == ALPN_HTTP1).then_some(b"http/1.1");
+                let config = self
+                    .originations
+                    .config(tls, app_alpn)
+                    .await
+                    .map_err(ConnectError::Origination)?;
+                let name = ServerName::try_from(tls.server_name.clone())
+                    .map_err(|e| ConnectError::Origination(e.to_string()))?;
+                (Some(config), Some(name))
             }
         };
-        let addr = route.address();
+        let timeout = || ConnectError::Timeout(address.clone());
+        let addr = tokio::time::timeout(self.timeouts.connect, self.lookup(address))
+            .await
+            .map_err(|_| timeout())??;
         let tcp = tokio::time::timeout(self.timeouts.connect, self.dial(addr))
             .await
-            .map_err(|_| ConnectError::Timeout(addr))?
+            .map_err(|_| timeout())?
             .map_err(|source| ConnectError::Connect { addr, source })?;
         let _ = tcp.set_nodelay(true);
-        let Some(config) = tls else {
+        let Some(config) = config else {
             return Ok(Either::Left(tcp));
         };
-        // The server name is the IP: no SNI is sent, and the SPIFFE verifier checks the
-        // identity instead of a name.
-        let name = ServerName::IpAddress(addr.ip().into());
+        // Between sidecars the server name is the IP: no SNI is sent, and the SPIFFE verifier
+        // checks the identity instead of a name.
+        let name = name.unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
         let handshake = TlsConnector::from(config).connect(name, tcp);
         let tls = match tokio::time::timeout(self.timeouts.handshake, handshake).await {
             Ok(Ok(tls)) => tls,
@@ -217,10 +259,33 @@ impl Outbound {
             }
             Err(_) => {
                 metrics.record_tls_failure(true, "timeout");
-                return Err(ConnectError::Timeout(addr));
+                return Err(timeout());
             }
         };
         Ok(Either::Right(tls))
+    }
+
+    /// The socket address of an endpoint: its own, or the first its DNS name resolves to (of
+    /// the workload address's family when there is one).
+    async fn lookup(&self, address: &Address) -> Result<SocketAddr, ConnectError> {
+        let (host, port) = match address {
+            Address::Ip(addr) => return Ok(*addr),
+            Address::Dns(host, port) => (host.as_str(), *port),
+        };
+        let failed = |reason: String| ConnectError::Resolve {
+            address: address.clone(),
+            reason,
+        };
+        let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .collect();
+        found
+            .iter()
+            .find(|a| a.is_ipv4() == self.source.is_ipv4())
+            .or_else(|| found.first())
+            .copied()
+            .ok_or_else(|| failed("no addresses".to_owned()))
     }
 }
 

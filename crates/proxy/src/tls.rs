@@ -1,6 +1,7 @@
 //! The one place that builds the sidecar's rustls configs: TLS 1.3 only between sidecars, no
 //! 0-RTT, aws-lc-rs with the post-quantum hybrid group preferred, and the SPIFFE verifiers of
-//! `meshward-identity` on both sides.
+//! `meshward-identity` on both sides; TLS 1.2 or 1.3 with WebPKI name checks for origination to
+//! servers outside the mesh (DestinationRule SIMPLE/MUTUAL).
 
 use std::io;
 use std::sync::Arc;
@@ -9,8 +10,13 @@ use meshward_identity::{
     AllowedPeers, SpiffeClientVerifier, SpiffeId, SpiffeServerVerifier, TrustBundleSet,
     crypto_provider,
 };
-use rustls::{CertificateError, ClientConfig, CommonState, ProtocolVersion, ServerConfig};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::{
+    CertificateError, ClientConfig, CommonState, DigitallySignedStruct, ProtocolVersion,
+    RootCertStore, ServerConfig, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 /// The ALPN values that mark a ClientHello as mesh traffic (Istio's, so PERMISSIVE ports tell
 /// mesh mTLS from an app's own TLS the same way Istio does).
@@ -75,6 +81,87 @@ pub fn client_config(
     config.alpn_protocols = vec![alpn.to_vec()];
     config.enable_early_data = false;
     Ok(config)
+}
+
+/// A client config for TLS origination to a server outside the mesh: TLS 1.2 or 1.3, the
+/// server's chain verified against `roots` and its certificate required to name one of `names`
+/// (WebPKI: DNS names against SAN dNSName entries, addresses against iPAddress entries),
+/// `identity` presented when given (MUTUAL), `alpn` offered when given.
+pub fn origination_config(
+    roots: RootCertStore,
+    names: Vec<ServerName<'static>>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    alpn: Option<&[u8]>,
+) -> Result<ClientConfig, rustls::Error> {
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    let verifier = AnyName { webpki, names };
+    let builder = ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .dangerous()
+        // Safe: `AnyName` runs the full WebPKI verification, only for names of its own.
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut config = match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.map(|p| vec![p.to_vec()]).unwrap_or_default();
+    config.enable_early_data = false;
+    Ok(config)
+}
+
+/// WebPKI verification that accepts a server certificate valid for any one of `names` (a
+/// DestinationRule's `subjectAltNames`), whatever SNI was sent.
+#[derive(Debug)]
+struct AnyName {
+    webpki: Arc<WebPkiServerVerifier>,
+    names: Vec<ServerName<'static>>,
+}
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _sni: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let mut last = rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
+        for name in &self.names {
+            match self
+                .webpki
+                .verify_server_cert(end_entity, intermediates, name, ocsp, now)
+            {
+                Ok(verified) => return Ok(verified),
+                Err(err) => last = err,
+            }
+        }
+        Err(last)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// Why a handshake failed, as one of a few fixed words (a metric label): `timeout`,

@@ -7,6 +7,7 @@ mod resolve;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -93,6 +94,8 @@ pub struct Service {
     pub address: Option<IpAddr>,
     /// Ports.
     pub ports: Vec<ServicePort>,
+    /// A ServiceEntry host: answers to `host` only, not to Kubernetes short names.
+    pub exact_name: bool,
     #[serde(skip)]
     labels: OnceLock<Arc<ServiceLabels>>,
 }
@@ -112,8 +115,15 @@ impl Service {
             namespace,
             address,
             ports,
+            exact_name: false,
             labels: OnceLock::new(),
         }
+    }
+
+    /// The same service, reachable by its exact host name only (a ServiceEntry host).
+    pub fn exact(mut self) -> Self {
+        self.exact_name = true;
+        self
     }
 
     /// Its `destination_service*` labels, built once.
@@ -136,8 +146,74 @@ pub enum TlsMode {
     Disable,
     /// Auto-mTLS: mesh mTLS to endpoints with a sidecar, plaintext to the others.
     Auto,
-    /// A mode this proxy does not originate yet (SIMPLE, MUTUAL): connections are refused.
-    Unsupported,
+    /// TLS (or mTLS with the user's certificate) to an external server: the port's
+    /// [`Origination`].
+    Originate,
+}
+
+/// A DestinationRule's SIMPLE or MUTUAL settings for one port: TLS 1.2 or 1.3 to a server
+/// whose certificate chains to `ca_certificates` (the system's roots when unset) and names
+/// `server_name` or one of `subject_alt_names`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Origination {
+    /// Roots that verify the server; `None`: the system's.
+    pub ca_certificates: Option<PathBuf>,
+    /// MUTUAL: the client chain and key files (the proxy reads them; the key stays here).
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// The SNI sent, and the name checked when `subject_alt_names` is empty.
+    pub server_name: String,
+    /// Names one of which the server certificate must carry.
+    pub subject_alt_names: Vec<String>,
+}
+
+/// Where an endpoint is: an address, or a name resolved when connecting (ServiceEntry DNS).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// An IP address and port.
+    Ip(SocketAddr),
+    /// A DNS name and port.
+    Dns(String, u16),
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ip(addr) => addr.fmt(f),
+            Self::Dns(host, port) => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+impl Serialize for Address {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl std::str::FromStr for Address {
+    type Err = String;
+
+    /// `ip:port`, `[ipv6]:port` or `name:port`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(Self::Ip(addr));
+        }
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{s}`: expected host:port"))?;
+        let port = port
+            .parse::<u16>()
+            .map_err(|e| format!("`{s}`: port: {e}"))?;
+        let name = rustls_pki_types::DnsName::try_from(host)
+            .map_err(|_| format!("`{s}`: `{host}` is neither an IP address nor a DNS name"))?;
+        Ok(Self::Dns(name.as_ref().to_ascii_lowercase(), port))
+    }
+}
+
+impl From<SocketAddr> for Address {
+    fn from(addr: SocketAddr) -> Self {
+        Self::Ip(addr)
+    }
 }
 
 /// One port of a service.
@@ -150,6 +226,8 @@ pub struct ServicePort {
     pub subject_alt_names: Vec<SpiffeId>,
     /// Endpoints, picked round robin.
     pub endpoints: Vec<Endpoint>,
+    /// SIMPLE/MUTUAL settings, for endpoints whose mode is [`TlsMode::Originate`].
+    pub origination: Option<Arc<Origination>>,
     #[serde(skip)]
     next: AtomicUsize,
 }
@@ -158,7 +236,7 @@ pub struct ServicePort {
 #[derive(Debug, Clone, Serialize)]
 pub struct Endpoint {
     /// Where to connect (the endpoint's sidecar for meshed endpoints).
-    pub address: SocketAddr,
+    pub address: Address,
     /// The SPIFFE ID it runs as, when known.
     #[serde(serialize_with = "display_opt")]
     pub identity: Option<SpiffeId>,
@@ -176,22 +254,31 @@ pub enum Route {
     /// mTLS to `address`, accepting only a server named in `expected`.
     Mtls {
         /// Where to connect.
-        address: SocketAddr,
+        address: Address,
         /// Accepted server identities (never empty).
         expected: Vec<SpiffeId>,
     },
     /// Plaintext to `address`.
     Plain {
         /// Where to connect.
-        address: SocketAddr,
+        address: Address,
+    },
+    /// TLS origination to an external server (DestinationRule SIMPLE or MUTUAL).
+    Originate {
+        /// Where to connect.
+        address: Address,
+        /// How.
+        tls: Arc<Origination>,
     },
 }
 
 impl Route {
     /// The address connected to.
-    pub fn address(&self) -> SocketAddr {
+    pub fn address(&self) -> &Address {
         match self {
-            Self::Mtls { address, .. } | Self::Plain { address } => *address,
+            Self::Mtls { address, .. }
+            | Self::Plain { address }
+            | Self::Originate { address, .. } => address,
         }
     }
 }
@@ -203,6 +290,7 @@ impl ServicePort {
             port,
             subject_alt_names,
             endpoints,
+            origination: None,
             next: AtomicUsize::new(0),
         }
     }
@@ -218,13 +306,21 @@ impl ServicePort {
             TlsMode::IstioMutual => true,
             TlsMode::Disable => false,
             TlsMode::Auto => ep.has_sidecar,
-            TlsMode::Unsupported => {
-                return Err(ResolveError::UnsupportedTls(ep.tls_source.clone()));
+            TlsMode::Originate => {
+                // The view is checked to carry settings for every originating endpoint.
+                let tls = self
+                    .origination
+                    .clone()
+                    .ok_or_else(|| ResolveError::NoOrigination(ep.tls_source.clone()))?;
+                return Ok(Route::Originate {
+                    address: ep.address.clone(),
+                    tls,
+                });
             }
         };
         if !mtls {
             return Ok(Route::Plain {
-                address: ep.address,
+                address: ep.address.clone(),
             });
         }
         let expected = if self.subject_alt_names.is_empty() {
@@ -234,10 +330,10 @@ impl ServicePort {
         };
         if expected.is_empty() {
             // Deny when in doubt: mTLS to a server whose identity nobody stated proves nothing.
-            return Err(ResolveError::NoExpectedIdentity(ep.address));
+            return Err(ResolveError::NoExpectedIdentity(ep.address.clone()));
         }
         Ok(Route::Mtls {
-            address: ep.address,
+            address: ep.address.clone(),
             expected,
         })
     }

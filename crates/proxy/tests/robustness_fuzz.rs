@@ -247,6 +247,7 @@ spec:
             subject_alt_names: vec!["spiffe://cluster.local/ns/test/sa/httpbin".into()],
             ..Default::default()
         }],
+        ..Default::default()
     }];
     view.encode_to_vec()
 }

@@ -143,6 +143,27 @@ fn client_tls(tls: &ClientTls, base: &str, issues: &mut Issues) {
             "caCrl cannot be set together with credentialName",
         );
     }
+    // Meshward has no Kubernetes Secrets and always verifies the server (docs/compat.md).
+    if tls.credential_name.is_some() && tls.mode != ClientTlsMode::IstioMutual {
+        issues.error(
+            format!("{base}.credentialName"),
+            "credentialName is not supported: Meshward has no Secrets; give the files with \
+             clientCertificate, privateKey and caCertificates",
+        );
+    }
+    if tls.insecure_skip_verify == Some(true) {
+        issues.error(
+            format!("{base}.insecureSkipVerify"),
+            "insecureSkipVerify is not supported: Meshward always verifies the server; give \
+             its CA with caCertificates",
+        );
+    }
+    if tls.ca_crl.is_some() && tls.credential_name.is_none() {
+        issues.error(
+            format!("{base}.caCrl"),
+            "caCrl is not supported yet: Meshward does not check CRLs of external servers",
+        );
+    }
 }
 
 fn export_to(values: &[String], issues: &mut Issues) {

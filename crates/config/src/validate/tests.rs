@@ -385,6 +385,27 @@ fn validation_rules() {
             "client certificate required",
         ),
         (
+            "Meshward compat: no Secrets behind credentialName",
+            dr("{host: a, trafficPolicy: {tls: {mode: SIMPLE, credentialName: c}}}"),
+            Severity::Error,
+            "spec.trafficPolicy.tls.credentialName",
+            "not supported",
+        ),
+        (
+            "Meshward compat: the server is always verified",
+            dr("{host: a, trafficPolicy: {tls: {mode: SIMPLE, insecureSkipVerify: true}}}"),
+            Severity::Error,
+            "spec.trafficPolicy.tls.insecureSkipVerify",
+            "always verifies",
+        ),
+        (
+            "Meshward compat: no CRL checks of external servers",
+            dr("{host: a, trafficPolicy: {tls: {mode: SIMPLE, caCrl: /crl.pem}}}"),
+            Severity::Error,
+            "spec.trafficPolicy.tls.caCrl",
+            "not supported",
+        ),
+        (
             "connectionPool is not enforced",
             dr("{host: a, trafficPolicy: {connectionPool: {tcp: {maxConnections: 1}}}}"),
             Severity::Warning,

@@ -60,7 +60,7 @@ pub enum FileError {
     },
 }
 
-async fn read(path: &Path) -> Result<Vec<u8>, FileError> {
+pub(crate) async fn read(path: &Path) -> Result<Vec<u8>, FileError> {
     let err = |source| FileError::Read {
         path: path.to_owned(),
         source,
@@ -107,7 +107,7 @@ pub async fn load_files(
     })
 }
 
-async fn stamp(paths: &[&Path]) -> Vec<Option<(SystemTime, u64)>> {
+pub(crate) async fn stamp(paths: &[&Path]) -> Vec<Option<(SystemTime, u64)>> {
     let mut out = Vec::with_capacity(paths.len());
     for p in paths {
         out.push(

@@ -19,7 +19,7 @@ impl Outbound {
     /// Accepts on `listener` until the drain, tunnelling each connection to `upstream`.
     pub async fn serve_upstream(self: Arc<Self>, upstream: Upstream, listener: TcpListener) {
         let route = Route::Mtls {
-            address: upstream.target,
+            address: upstream.target.into(),
             expected: vec![upstream.identity.clone()],
         };
         let me = Arc::clone(&self);

@@ -3,14 +3,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use meshward_api::v1 as pb;
 use meshward_config::authz::CompiledAuthz;
 use meshward_config::resources::mesh_config::NormalizationType;
 use meshward_identity::{SpiffeId, TrustDomain};
+use rustls_pki_types::{DnsName, ServerName};
 
-use super::{Endpoint, Service, ServicePort, TelemetryView, TlsMode, View};
+use super::{Address, Endpoint, Origination, Service, ServicePort, TelemetryView, TlsMode, View};
 use crate::access_log::AccessLogFormat;
 use crate::config::MtlsMode;
 use crate::metrics::labels::{Peers, ServiceLabels, WorkloadLabels};
@@ -243,7 +245,12 @@ fn service(s: pb::ServiceView) -> Result<Service, InvalidView> {
         .into_iter()
         .map(|p| service_port(p, &at))
         .collect::<Result<_, _>>()?;
-    Ok(Service::new(s.host, s.name, s.namespace, address, ports))
+    let service = Service::new(s.host, s.name, s.namespace, address, ports);
+    Ok(if s.exact_name {
+        service.exact()
+    } else {
+        service
+    })
 }
 
 fn service_port(p: pb::ServicePort, service: &str) -> Result<ServicePort, InvalidView> {
@@ -256,20 +263,70 @@ fn service_port(p: pb::ServicePort, service: &str) -> Result<ServicePort, Invali
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| field(format!("{at}.subject_alt_names"), e.to_string()))?;
     bounded(&p.endpoints, &at)?;
-    let endpoints = p
+    let endpoints: Vec<Endpoint> = p
         .endpoints
         .into_iter()
         .map(|e| endpoint(e, &at))
         .collect::<Result<_, _>>()?;
-    Ok(ServicePort::new(number, sans, endpoints))
+    let origination = p
+        .origination
+        .map(|o| origination(o, &format!("{at}.origination")))
+        .transpose()?;
+    if origination.is_none() && endpoints.iter().any(|e| e.tls == TlsMode::Originate) {
+        return Err(field(
+            format!("{at}.origination"),
+            "SIMPLE/MUTUAL endpoints need the origination settings",
+        ));
+    }
+    let mut port = ServicePort::new(number, sans, endpoints);
+    port.origination = origination.map(Arc::new);
+    Ok(port)
+}
+
+/// A server name to send and check: a DNS name or an IP address.
+fn server_name(name: &str, at: &str) -> Result<String, InvalidView> {
+    ServerName::try_from(name)
+        .map(|_| name.to_ascii_lowercase())
+        .map_err(|e| field(at, format!("`{name}` is not a DNS name or IP address: {e}")))
+}
+
+fn origination(o: pb::TlsOrigination, at: &str) -> Result<Origination, InvalidView> {
+    let path = |p: String| (!p.is_empty()).then(|| PathBuf::from(p));
+    let client_identity = match (path(o.client_certificate), path(o.private_key)) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) if !o.mutual => None,
+        _ => {
+            return Err(field(
+                at,
+                "MUTUAL needs both client_certificate and private_key; SIMPLE neither",
+            ));
+        }
+    };
+    bounded(&o.subject_alt_names, at)?;
+    Ok(Origination {
+        ca_certificates: path(o.ca_certificates),
+        client_identity,
+        server_name: server_name(&o.server_name, &format!("{at}.server_name"))?,
+        subject_alt_names: o
+            .subject_alt_names
+            .iter()
+            .map(|n| server_name(n, &format!("{at}.subject_alt_names")))
+            .collect::<Result<_, _>>()?,
+    })
 }
 
 fn endpoint(e: pb::Endpoint, port_at: &str) -> Result<Endpoint, InvalidView> {
     let at = format!("{port_at}.endpoints[{}]", e.address);
-    let ip: IpAddr = e
-        .address
-        .parse()
-        .map_err(|err| field(&at, format!("address: {err}")))?;
+    let number = port(e.port, &at)?;
+    let address = match e.address.parse::<IpAddr>() {
+        Ok(ip) => Address::Ip(SocketAddr::new(ip, number)),
+        Err(_) => match DnsName::try_from(e.address.as_str()) {
+            Ok(name) => Address::Dns(name.as_ref().to_ascii_lowercase(), number),
+            Err(_) => {
+                return Err(field(&at, "address: neither an IP address nor a DNS name"));
+            }
+        },
+    };
     let identity = if e.identity.is_empty() {
         None
     } else {
@@ -283,7 +340,7 @@ fn endpoint(e: pb::Endpoint, port_at: &str) -> Result<Endpoint, InvalidView> {
         Ok(pb::TlsMode::IstioMutual) => TlsMode::IstioMutual,
         Ok(pb::TlsMode::TlsDisable) => TlsMode::Disable,
         Ok(pb::TlsMode::Unspecified) => TlsMode::Auto,
-        Ok(pb::TlsMode::Simple | pb::TlsMode::Mutual) => TlsMode::Unsupported,
+        Ok(pb::TlsMode::Simple | pb::TlsMode::Mutual) => TlsMode::Originate,
         Err(_) => return Err(field(at, format!("unknown TLS mode {}", e.tls_mode))),
     };
     let tls_source = if e.tls_source.is_empty() {
@@ -292,7 +349,7 @@ fn endpoint(e: pb::Endpoint, port_at: &str) -> Result<Endpoint, InvalidView> {
         e.tls_source
     };
     Ok(Endpoint {
-        address: SocketAddr::new(ip, port(e.port, &at)?),
+        address,
         identity,
         has_sidecar: e.has_sidecar,
         tls,
@@ -359,7 +416,9 @@ mod tests {
                     tls_source: "auto-mTLS".into(),
                     subject_alt_names: vec![],
                     sni: String::new(),
+                    origination: None,
                 }],
+                exact_name: false,
             }],
             trust_domain: "cluster.local".into(),
             workloads: vec![pb::WorkloadMeta {

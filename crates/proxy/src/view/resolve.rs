@@ -1,9 +1,9 @@
 //! Host name → service, as Kubernetes DNS resolves names for a pod in the caller's namespace:
 //! `name`, `name.ns`, `name.ns.svc`, `name.ns.svc.<domain>` and the service's virtual address.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use super::{Service, ServicePort, View};
+use super::{Address, Service, ServicePort, View};
 
 /// Why a destination cannot be reached through the mesh.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,12 +23,12 @@ pub enum ResolveError {
     /// The port has no endpoints.
     #[error("no healthy endpoints")]
     NoEndpoints,
-    /// The DestinationRule asks for a TLS mode this proxy cannot originate.
-    #[error("TLS origination mode not supported by this proxy ({0})")]
-    UnsupportedTls(String),
+    /// TLS origination without its settings (never in a validated view).
+    #[error("TLS origination without settings ({0})")]
+    NoOrigination(String),
     /// mTLS without any expected server identity.
     #[error("endpoint {0} has no known identity to verify")]
-    NoExpectedIdentity(SocketAddr),
+    NoExpectedIdentity(Address),
 }
 
 impl View {
@@ -76,16 +76,18 @@ impl View {
             .find(|(_, s)| self.names(s).any(|n| n == host))
     }
 
-    /// Every name `service` answers to from this view's namespace.
+    /// Every name `service` answers to from this view's namespace: a ServiceEntry host only
+    /// by itself, a Service by the names Kubernetes DNS gives it.
     fn names<'a>(&'a self, service: &'a Service) -> impl Iterator<Item = String> + 'a {
         let fq = service.host.to_ascii_lowercase();
-        let ns_form = format!("{}.{}", service.name, service.namespace).to_ascii_lowercase();
-        let svc_form = format!("{ns_form}.svc");
-        let local =
-            (service.namespace == self.namespace).then(|| service.name.to_ascii_lowercase());
-        [Some(fq), Some(ns_form), Some(svc_form), local]
-            .into_iter()
-            .flatten()
+        let kube = (!service.exact_name).then(|| {
+            let ns_form = format!("{}.{}", service.name, service.namespace).to_ascii_lowercase();
+            let svc_form = format!("{ns_form}.svc");
+            let local =
+                (service.namespace == self.namespace).then(|| service.name.to_ascii_lowercase());
+            [Some(ns_form), Some(svc_form), local]
+        });
+        std::iter::once(fq).chain(kube.into_iter().flatten().flatten())
     }
 }
 
@@ -98,7 +100,7 @@ mod tests {
 
     fn view() -> View {
         let ep = |ip: &str, sa: &str| Endpoint {
-            address: format!("{ip}:8080").parse().unwrap(),
+            address: Address::Ip(format!("{ip}:8080").parse().unwrap()),
             identity: Some(
                 format!("spiffe://cluster.local/ns/team-app/sa/{sa}")
                     .parse()
@@ -174,7 +176,29 @@ mod tests {
                 expected[0].to_string(),
                 "spiffe://cluster.local/ns/team-app/sa/httpbin"
             ),
-            Route::Plain { .. } => panic!("auto-mTLS to a sidecar must be mTLS"),
+            other => panic!("auto-mTLS to a sidecar must be mTLS, not {other:?}"),
+        }
+    }
+
+    #[test]
+    fn service_entry_hosts_answer_to_their_exact_name_only() {
+        let mut v = view();
+        let api = Service::new(
+            "api.example.com".into(),
+            "api.example.com".into(),
+            "team-app".into(),
+            None,
+            vec![ServicePort::new(443, vec![], vec![])],
+        )
+        .exact();
+        v.services.push(api);
+        assert!(v.resolve("API.example.com.", 443).is_ok());
+        for other in [
+            "api",
+            "api.example.com.team-app",
+            "api.example.com.team-app.svc",
+        ] {
+            assert!(v.resolve(other, 443).is_err(), "{other}");
         }
     }
 
@@ -184,7 +208,7 @@ mod tests {
             80,
             vec![],
             vec![Endpoint {
-                address: "127.0.0.1:80".parse().unwrap(),
+                address: Address::Ip("127.0.0.1:80".parse().unwrap()),
                 identity: None,
                 has_sidecar: true,
                 tls: TlsMode::IstioMutual,
