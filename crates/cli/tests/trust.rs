@@ -313,6 +313,30 @@ fn a_revoked_identity_is_cut_off_within_seconds_and_others_are_untouched() {
 }
 
 #[test]
+fn clients_close_their_open_connections_to_a_revoked_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = "127.45";
+    let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
+    apply(&cp, dir.path(), net);
+    let _workloads = start_workloads(&cp, net);
+    assert_eq!(request(net, "1").0, 0);
+    // A tunnel and a pooled HTTP connection from the client to the server, both open.
+    let mut tunnel = Tunnel::open(net, "1");
+    assert!(tunnel.get().unwrap().starts_with("HTTP/1.1 200"));
+
+    // The server's identity is revoked: only the client sidecar can tell (the server's own
+    // sidecar still trusts its client), and it closes what it holds open to the server.
+    cli_ok(&cp, &["ca", "revoke", "spiffe://cluster.local/ns/t/sa/srv"]);
+    assert!(
+        tunnel.closed_within(Duration::from_secs(5)).is_some(),
+        "the tunnel to the revoked server is still open after 5 s"
+    );
+    // Neither a pooled connection nor a new handshake reaches the revoked server.
+    let (code, body) = request(net, "1");
+    assert_ne!(code, 0, "a request reached the revoked server: {body}");
+}
+
+#[test]
 fn a_revoked_certificate_serial_is_refused_and_its_connections_closed() {
     let dir = tempfile::tempdir().unwrap();
     let net = "127.85";

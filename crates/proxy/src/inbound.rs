@@ -406,7 +406,10 @@ impl Inbound {
             }),
             ..accepted
         };
-        let revoked = crate::revocation::until_revoked(self.creds.clone(), &tls);
+        let revoked = crate::revocation::until_revoked(
+            self.creds.clone(),
+            tls.get_ref().1.peer_certificates(),
+        );
         tokio::select! {
             () = self.forward(tls, xfcc, conn, accepted) => {}
             () = revoked => tracing::info!(%peer, port, "connection closed: the peer's certificate or identity was revoked"),

@@ -187,6 +187,40 @@ impl Outbound {
         )
     }
 
+    /// Resolves once the trust in force revokes the mesh server of `stream` (then the
+    /// connection must close); never for plaintext or TLS to a server outside the mesh.
+    fn until_server_revoked(
+        &self,
+        route: &Route,
+        stream: &MeshStream,
+    ) -> impl Future<Output = ()> + use<> {
+        let chain = match (route, stream) {
+            (Route::Mtls { .. }, Either::Right(tls)) => tls.get_ref().1.peer_certificates(),
+            _ => None,
+        };
+        crate::revocation::until_revoked(self.creds.clone(), chain)
+    }
+
+    /// Carries bytes both ways between `client` and the upstream `server` reached along
+    /// `route`, until either side ends or the server is revoked.
+    async fn carry_to<C>(&self, client: &mut C, server: &mut MeshStream, route: &Route)
+    where
+        C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let revoked = self.until_server_revoked(route, server);
+        tokio::select! {
+            result = crate::io::splice(client, server) => {
+                if let Err(err) = result {
+                    tracing::debug!(%err, "outbound stream ended");
+                }
+            }
+            () = revoked => tracing::info!(
+                upstream = %route.address(),
+                "connection closed: the server's certificate or identity was revoked"
+            ),
+        }
+    }
+
     /// The link of a request that never reached an upstream.
     fn unreached(&self, service: Option<&Service>) -> Arc<Link> {
         let workload = Arc::clone(&self.view.borrow().telemetry.workload);

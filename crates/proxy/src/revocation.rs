@@ -1,7 +1,8 @@
 //! Open connections and revocation: new handshakes with a revoked peer already fail (the
 //! revocations travel in the trust bundles every verifier holds); a connection opened before
-//! the revocation arrived is closed by [`until_revoked`] as soon as the trust in force revokes
-//! its peer.
+//! the revocation arrived — inbound from a revoked client, or outbound (tunnelled or pooled) to
+//! a revoked server — is closed by [`until_revoked`] as soon as the trust in force revokes its
+//! peer.
 
 use meshward_identity::{Serial, SpiffeId, peer_spiffe_id};
 use rustls_pki_types::CertificateDer;
@@ -41,15 +42,19 @@ impl Peer {
     }
 }
 
-/// Resolves once the trust in force revokes the peer of `tls` (its identity, or any certificate
-/// of its chain); never, for a peer that stays trusted. Checked at once, then on every change
-/// of credentials (trust updates arrive as new credentials).
-pub(crate) fn until_revoked<IO>(
+/// Resolves once the trust in force revokes the peer that presented `chain` (its identity, or
+/// any certificate of the chain); never, for a peer that stays trusted or for no chain at all
+/// (plaintext, or TLS to a server outside the mesh). Checked at once, then on every change of
+/// credentials (trust updates arrive as new credentials).
+pub(crate) fn until_revoked(
     mut creds: CredsReceiver,
-    tls: &tokio_rustls::server::TlsStream<IO>,
-) -> impl Future<Output = ()> + use<IO> {
-    let peer = Peer::of(tls.get_ref().1.peer_certificates().unwrap_or_default());
+    chain: Option<&[CertificateDer<'_>]>,
+) -> impl Future<Output = ()> + use<> {
+    let peer = chain.map(Peer::of);
     async move {
+        let Some(peer) = peer else {
+            return std::future::pending().await;
+        };
         loop {
             creds.borrow_and_update();
             if peer.is_revoked(&creds) {

@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::pool::PooledBody;
 use super::{ConnectError, Outbound};
 use crate::access_log::Direction;
-use crate::io::{accept_until, splice};
+use crate::io::accept_until;
 use crate::metrics::istio::NO_FLAGS;
 use crate::telemetry::{CountedBody, Exchange, Link, Metered, Started, TcpRecord};
 use crate::tls::{ALPN_HTTP1, ALPN_TCP};
@@ -207,7 +207,7 @@ impl Outbound {
     }
 
     async fn tunnel(
-        &self,
+        self: &Arc<Self>,
         mut req: Request<Incoming>,
         ex: Exchange,
         local: Option<SocketAddr>,
@@ -229,12 +229,12 @@ impl Outbound {
         // Recorded as a TCP connection from here on.
         ex.skip();
         let upgrade = hyper::upgrade::on(&mut req);
-        let telemetry = self.telemetry.clone();
+        let me = Arc::clone(self);
         self.drain.spawn(async move {
             match upgrade.await {
                 Ok(upgraded) => {
                     let record = TcpRecord::open(
-                        &telemetry,
+                        &me.telemetry,
                         link,
                         Direction::Outbound,
                         Started::now(),
@@ -242,9 +242,7 @@ impl Outbound {
                         Some(peer),
                     );
                     let mut client = Metered::new(TokioIo::new(upgraded), record);
-                    if let Err(err) = splice(&mut client, &mut server).await {
-                        tracing::debug!(%err, "CONNECT tunnel ended");
-                    }
+                    me.carry_to(&mut client, &mut server, &resolved.route).await;
                 }
                 Err(err) => tracing::debug!(%err, "CONNECT upgrade failed"),
             }
@@ -334,6 +332,8 @@ impl Outbound {
         };
         let link = self.link(resolved.service_port(), &route, &server, true);
         ex.set_link(Arc::clone(&link));
+        // The connection (pooled between requests) closes when its server is revoked.
+        let revoked = self.until_server_revoked(&route, &server);
         let (mut sender, conn) = match client1::handshake(TokioIo::new(server)).await {
             Ok(pair) => pair,
             Err(e) => {
@@ -342,8 +342,13 @@ impl Outbound {
             }
         };
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(%err, "upstream HTTP connection ended");
+            tokio::select! {
+                result = conn => if let Err(err) = result {
+                    tracing::debug!(%err, "upstream HTTP connection ended");
+                },
+                () = revoked => tracing::info!(
+                    "pooled connection closed: the server's certificate or identity was revoked"
+                ),
             }
         });
         match sender.send_request(req).await {

@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::Outbound;
 use crate::access_log::Direction;
 use crate::config::Upstream;
-use crate::io::{accept_until, splice};
+use crate::io::accept_until;
 use crate::telemetry::{Metered, Started, TcpRecord};
 use crate::tls::ALPN_TCP;
 use crate::view::Route;
@@ -65,8 +65,6 @@ impl Outbound {
             Some(peer),
         );
         let mut client = Metered::new(client, record);
-        if let Err(err) = splice(&mut client, &mut server).await {
-            tracing::debug!(%err, "upstream stream ended");
-        }
+        self.carry_to(&mut client, &mut server, &route).await;
     }
 }
