@@ -287,6 +287,32 @@ impl Authority {
                 ca: self.trust_domain.to_string(),
             });
         }
+        self.sign_unchecked(csr, identity, ttl)
+    }
+
+    /// [`Authority::sign`] for an identity in this CA's trust domain or in `mesh`: the trust
+    /// domain the mesh's configuration names, which may differ from the one this CA was made
+    /// for (a trust-domain migration keeps the roots and changes the names, as Istio's
+    /// `trustDomain` + `trustDomainAliases` do).
+    pub fn sign_in(
+        &self,
+        csr: &[u8],
+        identity: &SpiffeId,
+        ttl: Option<Duration>,
+        mesh: &TrustDomain,
+    ) -> Result<IssuedSvid, SignError> {
+        if identity.trust_domain() == mesh {
+            return self.sign_unchecked(csr, identity, ttl);
+        }
+        self.sign(csr, identity, ttl)
+    }
+
+    fn sign_unchecked(
+        &self,
+        csr: &[u8],
+        identity: &SpiffeId,
+        ttl: Option<Duration>,
+    ) -> Result<IssuedSvid, SignError> {
         let ctx = SigningContext {
             issuer: &self.issuer,
             ca_not_after: self.ca_not_after,

@@ -161,7 +161,7 @@ impl Tunnel {
         Self(tcp)
     }
 
-    /// One GET over the tunnel: the status line, or why there was none.
+    /// One GET over the tunnel: the status line and the body, or why there were none.
     fn get(&mut self) -> Result<String, String> {
         write!(self.0, "GET /get HTTP/1.1\r\nHost: srv\r\n\r\n").map_err(|e| e.to_string())?;
         let head = read_head(&mut self.0)?;
@@ -175,7 +175,8 @@ impl Tunnel {
             .unwrap_or(0);
         let mut body = vec![0; length];
         self.0.read_exact(&mut body).map_err(|e| e.to_string())?;
-        Ok(head.lines().next().unwrap_or_default().to_owned())
+        let status = head.lines().next().unwrap_or_default();
+        Ok(format!("{status}\n{}", String::from_utf8_lossy(&body)))
     }
 
     /// Whether the other end closed the tunnel within `within`.
@@ -356,6 +357,61 @@ fn a_revoked_certificate_serial_is_refused_and_its_connections_closed() {
     cli_ok(&cp, &["ca", "revoke", "--serial", &serial]);
     assert!(open.closed_within(Duration::from_secs(5)).is_some());
     assert_eq!(request(net, "3").0, 0);
+}
+
+#[test]
+fn a_trust_domain_migration_under_traffic_renames_every_identity_and_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = "127.46";
+    let cp = ControlPlane::start(
+        dir.path(),
+        &format!("{net}.0.1"),
+        &["--workload-cert-ttl", "20s"],
+    );
+    apply(&cp, dir.path(), net);
+    let _workloads = start_workloads(&cp, net);
+    assert!(
+        request(net, "1")
+            .1
+            .contains("spiffe://cluster.local/ns/t/sa/cli")
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = traffic(net, Arc::clone(&stop));
+    // Istio's migration: the new trust domain, the old one as an alias.
+    let file = dir.path().join("trust-domain.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: meshward.io/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\n\
+         spec: {trustDomain: new.local, trustDomainAliases: [cluster.local]}\n",
+    )
+    .unwrap();
+    cli_ok(&cp, &["apply", "-f", file.to_str().unwrap()]);
+    // Each sidecar moves over at its next renewal (20 s certificates renew within ~10 s).
+    for (name, host) in WORKLOADS {
+        wait_for(
+            || {
+                curl(&[&format!("http://{net}.1.{host}:15000/certs")])
+                    .1
+                    .contains(&format!("spiffe://new.local/ns/t/sa/{name}"))
+            },
+            "a certificate in the new trust domain",
+        );
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the migration: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+    // On a new connection, the server's sidecar vouches for the caller under the new name
+    // (pooled connections keep the certificate they were opened with).
+    let fresh = Tunnel::open(net, "1").get().unwrap();
+    assert!(fresh.starts_with("HTTP/1.1 200"), "{fresh}");
+    assert!(fresh.contains("spiffe://new.local/ns/t/sa/cli"), "{fresh}");
 }
 
 /// Requests from both clients, four at a time, until `stop`; returns (ok, failures).

@@ -66,9 +66,8 @@ fn compile(shared: &Shared, revision: u64, documents: Vec<meshward_config::Docum
             *shared.mesh.write().unwrap_or_else(|p| p.into_inner()) = mesh.clone();
             // Trust changes republish too: one publication at a time, with the trust in force.
             let _publishing = shared.ca.publishing();
-            let mut views = views(&mesh, shared.trust_domain.as_str(), &shared.ca.roots_pem());
-            shared.ca.decorate(&mesh, &mut views);
-            let changed = shared.hub.publish(views);
+            shared.ca.follow_mesh_config(&mesh);
+            let changed = publish(shared, &mesh);
             info!(revision, changed, "configuration compiled");
         }
         // The store holds only validated streams, so this means a cross-resource conflict:
@@ -81,6 +80,15 @@ fn compile(shared: &Shared, revision: u64, documents: Vec<meshward_config::Docum
         .metrics
         .config_revision
         .set(i64::try_from(revision).unwrap_or(i64::MAX));
+}
+
+/// Compiles the views of `mesh` with the trust in force and hands them to the hub; returns how
+/// many changed. Call it under [`Ca::publishing`](crate::trust::Ca::publishing).
+pub(crate) fn publish(shared: &Shared, mesh: &Mesh) -> usize {
+    let trust_domain = shared.ca.domains().mesh;
+    let mut views = views(mesh, trust_domain.as_str(), &shared.ca.roots_pem());
+    shared.ca.decorate(mesh, &mut views);
+    shared.hub.publish(views)
 }
 
 /// The view of every workload that has a sidecar, keyed by `name.namespace`.

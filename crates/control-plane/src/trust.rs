@@ -51,10 +51,58 @@ pub(crate) struct Report {
     pub(crate) at_ms: i64,
 }
 
+/// The names this mesh's roots vouch for: the trust domain MeshConfig gives the mesh (new
+/// certificates are issued in it) and its aliases (MeshConfig `trustDomainAliases`, and the
+/// CA's own trust domain when MeshConfig names another: the old name during a migration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Domains {
+    /// Where identities are issued.
+    pub(crate) mesh: TrustDomain,
+    /// Other names verified against the same roots, sorted.
+    pub(crate) aliases: Vec<TrustDomain>,
+}
+
+impl Domains {
+    /// The domains MeshConfig of `mesh` names, for a CA made for `ca`. An invalid MeshConfig
+    /// trust domain keeps the CA's (validation refuses one at apply time anyway).
+    fn of(mesh: &Mesh, ca: &TrustDomain) -> Self {
+        let config = mesh.config();
+        let mesh_td = TrustDomain::new(&config.trust_domain).unwrap_or_else(|e| {
+            warn!(trust_domain = %config.trust_domain, error = %e, "MeshConfig trustDomain ignored");
+            ca.clone()
+        });
+        let mut aliases: Vec<TrustDomain> = config
+            .trust_domain_aliases
+            .iter()
+            .filter_map(|alias| match TrustDomain::new(alias) {
+                Ok(td) => Some(td),
+                Err(e) => {
+                    warn!(%alias, error = %e, "MeshConfig trustDomainAliases: not a trust domain; ignored");
+                    None
+                }
+            })
+            .chain(std::iter::once(ca.clone()))
+            .filter(|td| td != &mesh_td)
+            .collect();
+        aliases.sort();
+        aliases.dedup();
+        Self {
+            mesh: mesh_td,
+            aliases,
+        }
+    }
+
+    /// Whether `td` is one of this mesh's names.
+    pub(crate) fn is_local(&self, td: &TrustDomain) -> bool {
+        td == &self.mesh || self.aliases.contains(td)
+    }
+}
+
 /// The CA in force and everything that decides who is trusted.
 #[derive(Debug)]
 pub(crate) struct Ca {
     trust_domain: TrustDomain,
+    domains: RwLock<Domains>,
     data_dir: PathBuf,
     policy: SigningPolicy,
     files: RotationFiles,
@@ -108,6 +156,10 @@ impl Ca {
         })?;
         Ok(Self {
             trust_domain: trust_domain.clone(),
+            domains: RwLock::new(Domains {
+                mesh: trust_domain.clone(),
+                aliases: Vec::new(),
+            }),
             data_dir: data_dir.to_owned(),
             policy,
             files,
@@ -139,9 +191,36 @@ impl Ca {
         self.changed();
     }
 
-    /// The trust domain.
+    /// The trust domain the CA was made for (the control plane's own identities live there).
     pub(crate) fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain
+    }
+
+    /// The trust domains in force.
+    pub(crate) fn domains(&self) -> Domains {
+        self.domains
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Follows MeshConfig `trustDomain` / `trustDomainAliases` of `mesh`: a change re-issues
+    /// nothing by itself, but new certificates carry the new name, every verifier (proxies and
+    /// port 15012) accepts both, and renewals move each proxy over.
+    pub(crate) fn follow_mesh_config(&self, mesh: &Mesh) {
+        let domains = Domains::of(mesh, &self.trust_domain);
+        let mut current = self.domains.write().unwrap_or_else(|p| p.into_inner());
+        if *current == domains {
+            return;
+        }
+        info!(
+            trust_domain = %domains.mesh,
+            aliases = ?domains.aliases.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "trust domains changed"
+        );
+        *current = domains;
+        drop(current);
+        self.changed();
     }
 
     /// The data directory.
@@ -164,7 +243,8 @@ impl Ca {
         if self.is_revoked(identity) {
             return Err(SignError::Revoked(identity.clone()));
         }
-        self.current().sign(csr, identity, ttl)
+        self.current()
+            .sign_in(csr, identity, ttl, &self.domains().mesh)
     }
 
     /// `PERMISSION_DENIED` for a revoked identity: it may not enroll, even with a valid join
@@ -196,9 +276,20 @@ impl Ca {
         self.current().root().cloned()
     }
 
-    /// The roots of this trust domain, and the revocations, as verifiers take them.
+    /// The roots of this mesh under each of its names, and the revocations, as verifiers
+    /// take them.
     pub(crate) fn bundles(&self) -> TrustBundleSet {
-        let mut set = TrustBundleSet::from(self.current().trust_bundle().clone());
+        let own = self.current().trust_bundle().clone();
+        let domains = self.domains();
+        let mut set = TrustBundleSet::new();
+        for td in std::iter::once(&domains.mesh).chain(&domains.aliases) {
+            if td != own.trust_domain()
+                && let Ok(bundle) = TrustBundle::new(td.clone(), own.roots().iter().cloned())
+            {
+                set.insert(bundle);
+            }
+        }
+        set.insert(own);
         set.set_revocations(self.with_revocations(|r| r.revocations()));
         set
     }
@@ -252,13 +343,15 @@ impl Ca {
             .filter(|s| s.phase.reissue())
             .map(|s| s.signer_key().to_owned())
             .unwrap_or_default();
-        let aliases = aliases(mesh, &self.trust_domain);
-        let foreign = foreign_bundles(mesh, &self.trust_domain, &aliases);
+        let domains = self.domains();
+        let aliases: Vec<String> = domains.aliases.iter().map(ToString::to_string).collect();
+        let foreign = foreign_bundles(mesh, &domains.mesh, &aliases);
         for view in views.values_mut() {
             view.revocations = Some(revocations.clone());
             view.renew_unless_signer.clone_from(&renew);
             view.trust_domain_aliases.clone_from(&aliases);
             view.foreign_bundles.clone_from(&foreign);
+            accept_aliases(view, &domains);
         }
         *lock(&self.expected) = Some(views.keys().cloned().collect());
     }
@@ -417,34 +510,40 @@ pub(crate) async fn run(shared: Arc<Shared>, mut tls: TlsFollower) {
     }
 }
 
-/// MeshConfig `trustDomainAliases`: other names of this mesh's trust domain, whose peers are
-/// verified against this mesh's roots. Invalid names and this trust domain itself are left out.
-fn aliases(mesh: &Mesh, trust_domain: &TrustDomain) -> Vec<String> {
-    let configured = &mesh.config().trust_domain;
-    if !configured.is_empty() && configured != trust_domain.as_str() {
-        warn!(
-            meshconfig = %configured,
-            ca = %trust_domain,
-            "MeshConfig trustDomain differs from the trust domain the CA issues in: set \
-             trustDomain to the CA's (and list the other one in trustDomainAliases while migrating)"
-        );
+/// Secure naming across a trust-domain migration: a server may still present its identity
+/// under an alias (its certificate predates the change), so every expected identity of the
+/// mesh's trust domain is also accepted under each alias — as Istio expands SAN matchers with
+/// `trustDomainAliases`. Ports with explicit names keep them and gain the aliases too.
+fn accept_aliases(view: &mut ProxyView, domains: &Domains) {
+    if domains.aliases.is_empty() {
+        return;
     }
-    let mut out: Vec<String> = mesh
-        .config()
-        .trust_domain_aliases
-        .iter()
-        .filter_map(|alias| match TrustDomain::new(alias) {
-            Ok(td) if &td != trust_domain => Some(td.to_string()),
-            Ok(_) => None,
-            Err(e) => {
-                warn!(%alias, error = %e, "MeshConfig trustDomainAliases: not a trust domain; ignored");
-                None
+    for port in view.services.iter_mut().flat_map(|s| s.ports.iter_mut()) {
+        if port.origination.is_some() {
+            continue;
+        }
+        let base: BTreeSet<String> = if port.subject_alt_names.is_empty() {
+            port.endpoints
+                .iter()
+                .filter(|e| !e.identity.is_empty())
+                .map(|e| e.identity.clone())
+                .collect()
+        } else {
+            port.subject_alt_names.iter().cloned().collect()
+        };
+        let mut names = base.clone();
+        for id in base.iter().filter_map(|id| id.parse::<SpiffeId>().ok()) {
+            if id.trust_domain() != &domains.mesh {
+                continue;
             }
-        })
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+            for alias in &domains.aliases {
+                if let Ok(other) = format!("spiffe://{alias}{}", id.path()).parse::<SpiffeId>() {
+                    names.insert(other.to_string());
+                }
+            }
+        }
+        port.subject_alt_names = names.into_iter().collect();
+    }
 }
 
 /// The roots of other trust domains, from TrustBundle resources: several for one trust domain
@@ -536,10 +635,7 @@ pub(crate) fn republish(shared: &Shared) {
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let mut views =
-        crate::compile::views(&mesh, shared.trust_domain.as_str(), &shared.ca.roots_pem());
-    shared.ca.decorate(&mesh, &mut views);
-    let changed = shared.hub.publish(views);
+    let changed = crate::compile::publish(shared, &mesh);
     info!(changed, "trust changed: views republished");
 }
 

@@ -140,8 +140,12 @@ impl Admin for AdminService {
                 MAX_TOKEN_TTL.as_secs()
             )));
         }
-        let id = SpiffeId::istio(&self.0.trust_domain, &req.namespace, &req.service_account)
-            .map_err(|e| Status::invalid_argument(format!("namespace/service_account: {e}")))?;
+        let id = SpiffeId::istio(
+            &self.0.ca.domains().mesh,
+            &req.namespace,
+            &req.service_account,
+        )
+        .map_err(|e| Status::invalid_argument(format!("namespace/service_account: {e}")))?;
         if crate::reserved_identity(&id) {
             return Err(Status::permission_denied(format!(
                 "{id} is reserved for the control plane"

@@ -32,24 +32,31 @@ impl Certificates for CertificateService {
                 req.csr_der.len()
             )));
         }
+        let domains = shared.ca.domains();
         let identity = if req.join_token.is_empty() {
-            // Renewal: the caller's current, verified SVID is the credential.
-            peer.clone().ok_or_else(|| {
+            // Renewal: the caller's current, verified SVID is the credential. One issued under
+            // an alias of the mesh's trust domain (before a migration) is renewed under the
+            // mesh's trust domain, same path.
+            let current = peer.clone().ok_or_else(|| {
                 shared.metrics.authentication_failure_count.inc();
                 Status::unauthenticated("a join token or a client certificate is required")
-            })?
+            })?;
+            shared.ca.check_not_revoked(&current)?;
+            if current.trust_domain() != &domains.mesh && domains.is_local(current.trust_domain()) {
+                format!("spiffe://{}{}", domains.mesh, current.path())
+                    .parse()
+                    .map_err(|e| Status::internal(format!("cannot rename {current}: {e}")))?
+            } else {
+                current
+            }
         } else {
             let grant = shared.tokens.check(&req.join_token).map_err(|e| {
                 shared.metrics.authentication_failure_count.inc();
                 warn!(error = %e, "join token refused");
                 Status::unauthenticated(e.to_string())
             })?;
-            SpiffeId::istio(
-                &shared.trust_domain,
-                &grant.namespace,
-                &grant.service_account,
-            )
-            .map_err(|e| Status::internal(format!("token grants an invalid identity: {e}")))?
+            SpiffeId::istio(&domains.mesh, &grant.namespace, &grant.service_account)
+                .map_err(|e| Status::internal(format!("token grants an invalid identity: {e}")))?
         };
         if crate::reserved_identity(&identity) && peer.as_ref() != Some(&identity) {
             shared.metrics.authentication_failure_count.inc();

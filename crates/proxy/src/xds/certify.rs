@@ -64,8 +64,10 @@ pub async fn certify(
         .into_inner();
 
     let identity: SpiffeId = resp.identity.parse().map_err(|e| cert_err(&e))?;
+    // A renewal keeps the identity; only its trust domain may change (the mesh's MeshConfig
+    // `trustDomain` moved, and the old one is an alias in the views).
     if let Some(current) = current
-        && current.id() != &identity
+        && current.id().path() != identity.path()
     {
         return Err(XdsError::Certificate(format!(
             "renewal changed the identity from {} to {identity}",
@@ -81,8 +83,11 @@ pub async fn certify(
     )
     .map_err(|e| cert_err(&e))?;
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let creds = Credentials::new(chain, key_der, Arc::new(TrustBundleSet::from(bundle)))
-        .map_err(|e| cert_err(&e))?;
+    // A renewal keeps the trust the views installed (aliases, other trust domains,
+    // revocations) and takes this mesh's roots from the response.
+    let mut bundles = current.map_or_else(TrustBundleSet::new, |c| c.bundles().as_ref().clone());
+    bundles.insert(bundle);
+    let creds = Credentials::new(chain, key_der, Arc::new(bundles)).map_err(|e| cert_err(&e))?;
     if creds.id() != &identity {
         return Err(XdsError::Certificate(format!(
             "the certificate names {}, the response says {identity}",
@@ -109,12 +114,11 @@ pub async fn run(
         let attempt = match &current {
             None => certify(&cp, Some(&token), None).await,
             Some(c) => {
-                let wait = refresh_in(
-                    c.not_before(),
-                    c.not_after(),
-                    SystemTime::now(),
-                    random_unit(),
-                );
+                // The lifetime counts from now, when this certificate has just been installed:
+                // the CA backdates `not_before` by minutes for clock skew, which would put the
+                // renewal point of a short-lived certificate in the past (a renewal storm).
+                let now = SystemTime::now();
+                let wait = refresh_in(c.not_before().max(now), c.not_after(), now, random_unit());
                 tracing::debug!(?wait, "next certificate renewal");
                 tokio::select! {
                     () = stop.cancelled() => return,
