@@ -7,6 +7,7 @@ pub mod names;
 pub mod peer_authn;
 pub mod protocol;
 pub mod tls;
+pub mod traffic;
 
 #[cfg(test)]
 mod tests;

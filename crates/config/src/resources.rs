@@ -16,6 +16,7 @@ pub mod kube;
 pub mod mesh_config;
 pub mod peer_authentication;
 pub mod service_entry;
+pub mod traffic;
 pub mod trust_bundle;
 pub mod workload;
 

@@ -8,6 +8,7 @@ use crate::resources::common::PortNumber;
 
 mod networking;
 mod security;
+mod traffic;
 mod workloads;
 
 pub use workloads::ACCESS_LOG_ANNOTATION;

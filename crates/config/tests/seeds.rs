@@ -10,8 +10,6 @@ use meshward_config::{Limits, Severity, parse_stream};
 enum Expect {
     /// Valid, no warning.
     Parses,
-    /// Valid, with a warning on this field path.
-    Warns(&'static str),
     /// Rejected at `line:column`, the message naming each of `names`.
     Fails {
         line: u64,
@@ -20,7 +18,7 @@ enum Expect {
     },
 }
 
-use Expect::{Fails, Parses, Warns};
+use Expect::{Fails, Parses};
 
 /// A kind Meshward does not read: rejected at the document start, naming the kind.
 const fn unsupported(names: &'static [&'static str]) -> Expect {
@@ -291,8 +289,8 @@ const SEEDS: &[(&str, &str, Expect, &str)] = &[
     (
         "s004-destinationrule-connection-pooling.yaml",
         "DestinationRule default/connection-pooling",
-        Warns("spec.trafficPolicy.connectionPool"),
-        "accepted, not enforced yet (docs/compat.md)",
+        Parses,
+        "http2MaxRequests and maxRequestsPerConnection, enforced by the sidecar",
     ),
     (
         "s004-envoyfilter-enable-compression.yaml",
@@ -330,10 +328,6 @@ fn every_seed_manifest_parses_or_names_what_is_unsupported() {
             Parses => {
                 assert!(document.is_valid(), "{file} ({why}): {errors:?}");
                 assert!(warnings.is_empty(), "{file} ({why}): {warnings:?}");
-            }
-            Warns(path) => {
-                assert!(document.is_valid(), "{file} ({why}): {errors:?}");
-                assert_eq!(warnings, [*path], "{file} ({why})");
             }
             Fails {
                 line,

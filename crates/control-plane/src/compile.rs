@@ -6,8 +6,9 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use meshward_api::v1::{
-    AccessLog, Endpoint, InboundPort, MtlsMode as WireMtls, ProxyView, ServicePort, ServiceRef,
-    ServiceView, TlsMode as WireTls, TlsOrigination, WorkloadMeta, WorkloadView,
+    AccessLog, Endpoint, InboundPort, LoadBalancer as WireLb, MtlsMode as WireMtls, ProxyView,
+    ServicePort, ServiceRef, ServiceView, TlsMode as WireTls, TlsOrigination, TrafficPolicy,
+    WorkloadMeta, WorkloadView,
 };
 use meshward_config::{
     Mesh, WorkloadInstance,
@@ -17,12 +18,14 @@ use meshward_config::{
         names::service_fqdn,
         protocol::{PortProtocol, port_protocol},
         tls::Client,
+        traffic::TrafficSettings,
     },
     resources::{
         destination_rule::{ClientTls, ClientTlsMode},
         mesh_config::AccessLogEncoding,
         peer_authentication::MtlsMode,
         service_entry::{Location, Resolution},
+        traffic::{GoDuration, SimpleLb},
     },
     validate::ACCESS_LOG_ANNOTATION,
 };
@@ -341,6 +344,13 @@ fn service_ports(
                 subject_alt_names: Vec::new(),
                 sni: String::new(),
                 origination: None,
+                traffic: wire_traffic(&mesh.traffic_settings(
+                    caller,
+                    host,
+                    Some(namespace),
+                    port,
+                    None,
+                )),
             };
             if let Some((tls, rule, _)) = declared {
                 view.tls_mode = wire_tls(tls.mode) as i32;
@@ -416,6 +426,70 @@ fn origination(tls: &ClientTls, destination: &Destination<'_>, host: &str) -> Tl
         server_name: tls.sni.clone().unwrap_or_else(|| host.to_owned()),
         subject_alt_names,
     }
+}
+
+/// A DestinationRule's traffic settings on the wire, with Envoy's defaults where Istio leaves
+/// them to Envoy; `None` when no rule sets any.
+fn wire_traffic(settings: &TrafficSettings) -> Option<TrafficPolicy> {
+    let rule = settings.rule.as_ref()?;
+    let ms = |d: Option<GoDuration>| {
+        d.map_or(0, |d| {
+            u32::try_from(d.0.as_millis()).unwrap_or(u32::MAX).max(1)
+        })
+    };
+    let count = |n: Option<i64>| n.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
+    let mut wire = TrafficPolicy {
+        source: format!("{}/{}", rule.namespace, rule.name),
+        ..TrafficPolicy::default()
+    };
+    if let Some(lb) = &settings.load_balancer {
+        wire.load_balancer = match (&lb.consistent_hash, lb.simple) {
+            (Some(hash), _) => {
+                wire.hash_header = hash.http_header_name.clone().unwrap_or_default();
+                WireLb::ConsistentHash
+            }
+            (None, Some(SimpleLb::RoundRobin)) => WireLb::RoundRobin,
+            (None, Some(SimpleLb::Random)) => WireLb::Random,
+            (None, Some(SimpleLb::LeastRequest | SimpleLb::LeastConn)) => WireLb::LeastRequest,
+            // UNSPECIFIED; PASSTHROUGH is refused by validation.
+            (None, _) => WireLb::LbDefault,
+        } as i32;
+    }
+    if let Some(pool) = &settings.connection_pool {
+        if let Some(tcp) = &pool.tcp {
+            wire.max_connections = count(tcp.max_connections);
+            wire.connect_timeout_ms = ms(tcp.connect_timeout);
+            if let Some(keepalive) = &tcp.tcp_keepalive {
+                wire.keepalive_time_ms = ms(keepalive.time);
+                wire.keepalive_interval_ms = ms(keepalive.interval);
+                wire.keepalive_probes = keepalive.probes.unwrap_or_default();
+            }
+        }
+        if let Some(http) = &pool.http {
+            wire.max_pending_requests = count(http.http1_max_pending_requests);
+            wire.max_requests = count(http.http2_max_requests);
+            wire.max_requests_per_connection = count(http.max_requests_per_connection);
+            wire.idle_timeout_ms = ms(http.idle_timeout);
+        }
+    }
+    if let Some(outlier) = &settings.outlier_detection {
+        wire.outlier_detection = true;
+        // Envoy's defaults: 5 consecutive 5xx, gateway errors off. Istio reads the deprecated
+        // `consecutiveErrors` as gateway errors, with 5xx off.
+        let deprecated = outlier.consecutive_errors.map(|n| count(Some(n)));
+        wire.consecutive_5xx_errors = outlier
+            .consecutive_5xx_errors
+            .unwrap_or(if deprecated.is_some() { 0 } else { 5 });
+        wire.consecutive_gateway_errors = outlier
+            .consecutive_gateway_errors
+            .or(deprecated)
+            .unwrap_or(0);
+        wire.interval_ms = outlier.interval.map_or(10_000, |d| ms(Some(d)));
+        wire.base_ejection_time_ms = outlier.base_ejection_time.map_or(30_000, |d| ms(Some(d)));
+        wire.max_ejection_percent = count(outlier.max_ejection_percent.or(Some(10)));
+        wire.min_health_percent = count(outlier.min_health_percent);
+    }
+    Some(wire)
 }
 
 fn wire_mtls(mode: MtlsMode) -> WireMtls {

@@ -44,6 +44,9 @@ type AuthzLabels = Vec<(&'static str, String)>;
 /// `direction` (`inbound`/`outbound`) and `reason`.
 type TlsLabels = [(&'static str, &'static str); 2];
 
+/// `cluster` (Istio's `outbound|port||host`) and `event`.
+type TrafficLabels = [(&'static str, String); 2];
+
 /// Every metric of one proxy.
 #[derive(Debug)]
 pub struct Metrics {
@@ -57,6 +60,7 @@ pub struct Metrics {
     tls_failures: Family<TlsLabels, Counter>,
     renewal_failures: Counter,
     access_log_dropped: Counter,
+    traffic: Family<TrafficLabels, Counter>,
     certs: Arc<CertExpiry>,
 }
 
@@ -96,6 +100,13 @@ impl Default for Metrics {
             "Access log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
+        let traffic = Family::<TrafficLabels, Counter>::default();
+        registry.register(
+            "meshward_upstream_events",
+            "DestinationRule traffic policy at work, by cluster and event: overflow (503 UO, a \
+             connectionPool limit), ejection and unejection (outlierDetection)",
+            traffic.clone(),
+        );
         let inbound = Family::<InboundLabels, Counter>::default();
         registry.register(
             "meshward_inbound_connections",
@@ -114,6 +125,7 @@ impl Default for Metrics {
             tls_failures,
             renewal_failures,
             access_log_dropped,
+            traffic,
             certs,
         }
     }
@@ -162,6 +174,13 @@ impl Metrics {
     /// Counts a failed certificate request or renewal.
     pub fn record_renewal_failure(&self) {
         self.renewal_failures.inc();
+    }
+
+    /// Counts one traffic-policy event (`overflow`, `ejection`, `unejection`) of `cluster`.
+    pub fn record_upstream_event(&self, cluster: &str, event: &'static str) {
+        self.traffic
+            .get_or_create(&[("cluster", cluster.to_owned()), ("event", event.to_owned())])
+            .inc();
     }
 
     /// Counts an access log line that was dropped.

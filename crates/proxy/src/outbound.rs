@@ -4,6 +4,7 @@
 //! expected one before a byte of the request is sent, or TLS to a server outside the mesh as a
 //! DestinationRule says ([`origination`]).
 
+mod cluster;
 pub mod http_proxy;
 mod origination;
 mod pool;
@@ -21,6 +22,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
+use self::cluster::Clusters;
 use self::origination::Originations;
 use self::pool::Pool;
 use crate::config::Timeouts;
@@ -31,6 +33,7 @@ use crate::metrics::labels::{
 };
 use crate::telemetry::{Link, LinkLog, Telemetry};
 use crate::tls::{ALPN_HTTP1, failure_reason, session_names};
+use crate::view::policy::Limits;
 use crate::view::{Address, Route, Service, View};
 
 /// A connection to an upstream: plaintext or mTLS.
@@ -101,6 +104,7 @@ pub struct Outbound {
     drain: Drain,
     pool: Arc<Pool>,
     originations: Originations,
+    clusters: Clusters,
     telemetry: Telemetry,
 }
 
@@ -123,6 +127,7 @@ impl Outbound {
             drain,
             pool: Arc::default(),
             originations: Originations::default(),
+            clusters: Clusters::default(),
             telemetry,
         })
     }
@@ -242,6 +247,16 @@ impl Outbound {
     /// Connects along `route`, offering `alpn` when it is mesh mTLS (and its plain form,
     /// `http/1.1` or none, when originating TLS to a server outside the mesh).
     pub async fn connect(&self, route: &Route, alpn: &[u8]) -> Result<MeshStream, ConnectError> {
+        self.connect_with(route, alpn, &Limits::default()).await
+    }
+
+    /// [`Outbound::connect`] with a DestinationRule's `connectTimeout` and `tcpKeepalive`.
+    pub(crate) async fn connect_with(
+        &self,
+        route: &Route,
+        alpn: &[u8],
+        limits: &Limits,
+    ) -> Result<MeshStream, ConnectError> {
         let metrics = self.telemetry.metrics();
         let address = route.address();
         let (config, name) = match route {
@@ -267,14 +282,18 @@ impl Outbound {
             }
         };
         let timeout = || ConnectError::Timeout(address.clone());
-        let addr = tokio::time::timeout(self.timeouts.connect, self.lookup(address))
+        let connect_timeout = limits.connect_timeout.unwrap_or(self.timeouts.connect);
+        let addr = tokio::time::timeout(connect_timeout, self.lookup(address))
             .await
             .map_err(|_| timeout())??;
-        let tcp = tokio::time::timeout(self.timeouts.connect, self.dial(addr))
+        let tcp = tokio::time::timeout(connect_timeout, self.dial(addr))
             .await
             .map_err(|_| timeout())?
             .map_err(|source| ConnectError::Connect { addr, source })?;
         let _ = tcp.set_nodelay(true);
+        if let Some((time, interval, probes)) = limits.keepalive {
+            set_keepalive(&tcp, time, interval, probes);
+        }
         let Some(config) = config else {
             return Ok(Either::Left(tcp));
         };
@@ -341,6 +360,28 @@ impl Outbound {
         };
         socket.bind(SocketAddr::new(source, 0))?;
         socket.connect(addr).await
+    }
+}
+
+/// SO_KEEPALIVE with a DestinationRule's `tcpKeepalive` (the system's values where unset).
+fn set_keepalive(
+    tcp: &TcpStream,
+    time: Option<std::time::Duration>,
+    interval: Option<std::time::Duration>,
+    probes: Option<u32>,
+) {
+    let mut keepalive = socket2::TcpKeepalive::new();
+    if let Some(time) = time {
+        keepalive = keepalive.with_time(time);
+    }
+    if let Some(interval) = interval {
+        keepalive = keepalive.with_interval(interval);
+    }
+    if let Some(probes) = probes {
+        keepalive = keepalive.with_retries(probes);
+    }
+    if let Err(err) = socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(%err, "cannot set TCP keepalive");
     }
 }
 

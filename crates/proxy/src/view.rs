@@ -2,6 +2,7 @@
 //! PeerAuthentication modes, and the services it may call. Built from flags (standalone) or
 //! from the control plane's `ProxyView` ([`proto`]), validated before it replaces the last one.
 
+pub mod policy;
 pub mod proto;
 mod resolve;
 
@@ -16,6 +17,7 @@ use meshward_config::resources::mesh_config::NormalizationType;
 use meshward_identity::{SpiffeId, TrustDomain};
 use serde::{Serialize, Serializer};
 
+pub use policy::Policy;
 pub use resolve::ResolveError;
 
 use crate::access_log::AccessLogFormat;
@@ -228,6 +230,8 @@ pub struct ServicePort {
     pub endpoints: Vec<Endpoint>,
     /// SIMPLE/MUTUAL settings, for endpoints whose mode is [`TlsMode::Originate`].
     pub origination: Option<Arc<Origination>>,
+    /// Load balancing, limits, outlier detection.
+    pub policy: Arc<Policy>,
     #[serde(skip)]
     next: AtomicUsize,
 }
@@ -291,6 +295,7 @@ impl ServicePort {
             subject_alt_names,
             endpoints,
             origination: None,
+            policy: Arc::default(),
             next: AtomicUsize::new(0),
         }
     }
@@ -300,8 +305,17 @@ impl ServicePort {
         if self.endpoints.is_empty() {
             return Err(ResolveError::NoEndpoints);
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-        let ep = &self.endpoints[i];
+        self.route_to(self.next_index(self.endpoints.len()))
+    }
+
+    /// A rising counter modulo `n` (round robin over `n` choices).
+    pub fn next_index(&self, n: usize) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % n.max(1)
+    }
+
+    /// How to reach endpoint `i`.
+    pub fn route_to(&self, i: usize) -> Result<Route, ResolveError> {
+        let ep = self.endpoints.get(i).ok_or(ResolveError::NoEndpoints)?;
         let mtls = match ep.tls {
             TlsMode::IstioMutual => true,
             TlsMode::Disable => false,

@@ -150,7 +150,7 @@ impl Backoff {
 }
 
 /// A uniform number in [0, 1) from the crypto provider's secure random source.
-fn random_unit() -> f64 {
+pub(crate) fn random_unit() -> f64 {
     let mut bytes = [0u8; 4];
     // A failed read leaves zeroes: no jitter, still a valid delay.
     let _ = crypto_provider().secure_random.fill(&mut bytes);

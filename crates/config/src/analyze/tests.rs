@@ -405,7 +405,7 @@ fn invalid_documents_are_schema_findings() {
         dr(
             "team-app",
             "lb",
-            "{host: a, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}"
+            "{host: a, trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}}"
         )
     );
     let stream = parse_stream("t.yaml", &yaml, &Limits::default());
@@ -417,7 +417,7 @@ fn invalid_documents_are_schema_findings() {
         found,
         [
             ("IST0106", "PeerAuthentication team-app/typo".to_owned()),
-            ("IST0133", "DestinationRule team-app/lb".to_owned()),
+            ("IST0106", "DestinationRule team-app/lb".to_owned()),
         ]
     );
 }

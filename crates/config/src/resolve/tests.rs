@@ -307,6 +307,105 @@ fn client_tls_resolution() {
 }
 
 #[test]
+fn traffic_settings_merge_as_istio_does() {
+    use crate::resources::traffic::SimpleLb;
+    let web = "web.shop.svc.cluster.local";
+    let labels = BTreeMap::new();
+    let client = Client {
+        namespace: "front",
+        labels: &labels,
+    };
+    // (rule, extra manifests, port, subset, load balancer, maxConnections, outlier set)
+    type Case<'a> = (
+        &'a str,
+        String,
+        u16,
+        Option<&'a str>,
+        Option<SimpleLb>,
+        Option<i64>,
+        bool,
+    );
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "no rule: nothing set",
+            String::new(),
+            80,
+            None,
+            None,
+            None,
+            false,
+        ),
+        (
+            "top-level settings apply to every port",
+            dr(
+                "d",
+                "shop",
+                "{host: web, trafficPolicy: {loadBalancer: {simple: RANDOM}, connectionPool: {tcp: {maxConnections: 7}}}}",
+            ),
+            90,
+            None,
+            Some(SimpleLb::Random),
+            Some(7),
+            false,
+        ),
+        (
+            "MergeTrafficPolicy: a port-level field replaces the top-level one as a whole",
+            dr(
+                "d",
+                "shop",
+                "{host: web, trafficPolicy: {loadBalancer: {simple: RANDOM}, connectionPool: {tcp: {maxConnections: 7}}, portLevelSettings: [{port: {number: 80}, connectionPool: {http: {http2MaxRequests: 3}}}]}}",
+            ),
+            80,
+            None,
+            Some(SimpleLb::Random),
+            None,
+            false,
+        ),
+        (
+            "a subset's policy is merged over the top-level one",
+            dr(
+                "d",
+                "shop",
+                "{host: web, trafficPolicy: {loadBalancer: {simple: RANDOM}}, subsets: [{name: v1, labels: {app: web}, trafficPolicy: {outlierDetection: {consecutive5xxErrors: 1}}}]}",
+            ),
+            80,
+            Some("v1"),
+            Some(SimpleLb::Random),
+            None,
+            true,
+        ),
+        (
+            "first top-level trafficPolicy wins",
+            dr(
+                "a",
+                "shop",
+                "{host: web, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}",
+            ) + &dr(
+                "b",
+                "shop",
+                "{host: web, trafficPolicy: {loadBalancer: {simple: RANDOM}}}",
+            ),
+            80,
+            None,
+            Some(SimpleLb::RoundRobin),
+            None,
+            false,
+        ),
+    ];
+    for (rule, extra, port, subset, lb, max_connections, outlier) in cases {
+        let mesh = mesh(&format!("{WORKLOADS}{SERVICES}{extra}"));
+        let got = mesh.traffic_settings(client, web, Some("shop"), port, subset);
+        assert_eq!(got.load_balancer.and_then(|l| l.simple), lb, "rule: {rule}");
+        let max = got
+            .connection_pool
+            .and_then(|p| p.tcp)
+            .and_then(|t| t.max_connections);
+        assert_eq!(max, max_connections, "rule: {rule}");
+        assert_eq!(got.outlier_detection.is_some(), outlier, "rule: {rule}");
+    }
+}
+
+#[test]
 fn service_names_resolve_as_kubernetes_dns() {
     let mesh = mesh(&format!("{WORKLOADS}{SERVICES}"));
     let cases = [

@@ -16,6 +16,9 @@ use crate::resources::destination_rule::{
 };
 use crate::resources::peer_authentication::MtlsMode;
 
+/// A DestinationRule and one traffic policy of it.
+pub(crate) type RulePolicy<'a> = (&'a Entry<DestinationRuleSpec>, &'a TrafficPolicy);
+
 /// The client making the call.
 #[derive(Debug, Clone, Copy)]
 pub struct Client<'a> {
@@ -102,22 +105,7 @@ impl Mesh {
         port: u16,
         subset: Option<&str>,
     ) -> Option<(ClientTls, ResourceKey, TlsLevel)> {
-        let rules = self.destination_rules_for(client, host, service_namespace);
-        // "With several DRs for one host: first subset of a name wins, first top-level
-        // trafficPolicy wins" (istio.io ops/best-practices/traffic-management).
-        let top = rules
-            .iter()
-            .find_map(|r| r.object.spec.traffic_policy.as_ref().map(|p| (*r, p)));
-        let sub = subset.and_then(|name| {
-            rules.iter().find_map(|r| {
-                r.object
-                    .spec
-                    .subsets
-                    .iter()
-                    .find(|s| s.name == name)
-                    .map(|s| (*r, s))
-            })
-        });
+        let (top, sub) = self.applicable_policies(client, host, service_namespace, subset);
         // Istio merges subset policy over the top-level policy, and port-level settings over
         // the policy they sit in: subset port > subset > top-level port > top-level.
         let mut chosen: Option<(ClientTls, ResourceKey, TlsLevel)> = None;
@@ -125,8 +113,7 @@ impl Mesh {
             chosen = tls_of(policy, port, TlsLevel::TrafficPolicy, TlsLevel::Port)
                 .map(|(tls, level)| (tls.clone(), rule.key(Kind::DestinationRule), level));
         }
-        if let Some((rule, subset)) = sub
-            && let Some(policy) = &subset.traffic_policy
+        if let Some((rule, policy)) = sub
             && let Some((tls, level)) = tls_of(policy, port, TlsLevel::Subset, TlsLevel::SubsetPort)
         {
             chosen = Some((tls.clone(), rule.key(Kind::DestinationRule), level));
@@ -179,6 +166,29 @@ impl Mesh {
             settings: None,
             source: TlsSource::AutoMtls,
         }
+    }
+
+    /// The top-level `trafficPolicy` and the policy of `subset` that apply to `host` for
+    /// `client`, each with its rule: "with several DRs for one host: first subset of a name
+    /// wins, first top-level trafficPolicy wins" (istio.io ops/best-practices/traffic-management).
+    pub(crate) fn applicable_policies(
+        &self,
+        client: Client<'_>,
+        host: &str,
+        service_namespace: Option<&str>,
+        subset: Option<&str>,
+    ) -> (Option<RulePolicy<'_>>, Option<RulePolicy<'_>>) {
+        let rules = self.destination_rules_for(client, host, service_namespace);
+        let top = rules
+            .iter()
+            .find_map(|r| r.object.spec.traffic_policy.as_ref().map(|p| (*r, p)));
+        let sub = subset.and_then(|name| {
+            rules.iter().find_map(|r| {
+                let subset = r.object.spec.subsets.iter().find(|s| s.name == name)?;
+                Some((*r, subset.traffic_policy.as_ref()?))
+            })
+        });
+        (top, sub)
     }
 
     /// The DestinationRules that apply to `host` for `client`, all from the one namespace

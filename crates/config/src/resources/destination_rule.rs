@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::common::{PortNumber, WorkloadSelector};
+use super::traffic::{ConnectionPool, LoadBalancer, OutlierDetection};
 
 /// `spec` of a DestinationRule.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,22 +28,19 @@ pub struct DestinationRuleSpec {
     pub workload_selector: Option<WorkloadSelector>,
 }
 
-/// `trafficPolicy`.
-///
-/// `loadBalancer`, `connectionPool` and `outlierDetection` are kept as written and reported as
-/// not enforced yet; `tunnel` and `proxyProtocol` are rejected by validation.
+/// `trafficPolicy`. `tunnel` and `proxyProtocol` are rejected by validation.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrafficPolicy {
-    /// Kept, not enforced yet.
+    /// How an endpoint is picked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load_balancer: Option<serde_json::Value>,
-    /// Kept, not enforced yet.
+    pub load_balancer: Option<LoadBalancer>,
+    /// Limits on connections and requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection_pool: Option<serde_json::Value>,
-    /// Kept, not enforced yet.
+    pub connection_pool: Option<ConnectionPool>,
+    /// Ejection of failing endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outlier_detection: Option<serde_json::Value>,
+    pub outlier_detection: Option<OutlierDetection>,
     /// TLS origination; when missing, auto-mTLS decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTls>,
@@ -64,15 +62,15 @@ pub struct PortTrafficPolicy {
     /// The destination (service) port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<PortSelector>,
-    /// Kept, not enforced yet.
+    /// How an endpoint is picked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load_balancer: Option<serde_json::Value>,
-    /// Kept, not enforced yet.
+    pub load_balancer: Option<LoadBalancer>,
+    /// Limits on connections and requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection_pool: Option<serde_json::Value>,
-    /// Kept, not enforced yet.
+    pub connection_pool: Option<ConnectionPool>,
+    /// Ejection of failing endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outlier_detection: Option<serde_json::Value>,
+    pub outlier_detection: Option<OutlierDetection>,
     /// TLS origination for this port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTls>,

@@ -35,13 +35,11 @@ pub(super) fn destination_rule(spec: &DestinationRuleSpec, issues: &mut Issues) 
 }
 
 fn traffic_policy(policy: &TrafficPolicy, base: &str, issues: &mut Issues) {
-    not_enforced(
+    super::traffic::settings(
+        policy.load_balancer.as_ref(),
+        policy.connection_pool.as_ref(),
+        policy.outlier_detection.as_ref(),
         base,
-        [
-            ("loadBalancer", policy.load_balancer.is_some()),
-            ("connectionPool", policy.connection_pool.is_some()),
-            ("outlierDetection", policy.outlier_detection.is_some()),
-        ],
         issues,
     );
     for (field, set) in [
@@ -76,28 +74,15 @@ fn traffic_policy(policy: &TrafficPolicy, base: &str, issues: &mut Issues) {
                 }
             }
         }
-        not_enforced(
+        super::traffic::settings(
+            setting.load_balancer.as_ref(),
+            setting.connection_pool.as_ref(),
+            setting.outlier_detection.as_ref(),
             &path,
-            [
-                ("loadBalancer", setting.load_balancer.is_some()),
-                ("connectionPool", setting.connection_pool.is_some()),
-                ("outlierDetection", setting.outlier_detection.is_some()),
-            ],
             issues,
         );
         if let Some(tls) = &setting.tls {
             client_tls(tls, &format!("{path}.tls"), issues);
-        }
-    }
-}
-
-fn not_enforced<const N: usize>(base: &str, fields: [(&str, bool); N], issues: &mut Issues) {
-    for (field, set) in fields {
-        if set {
-            issues.warning(
-                format!("{base}.{field}"),
-                format!("`{field}` is accepted but not enforced by Meshward yet"),
-            );
         }
     }
 }

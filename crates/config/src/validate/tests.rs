@@ -406,11 +406,59 @@ fn validation_rules() {
             "not supported",
         ),
         (
-            "connectionPool is not enforced",
-            dr("{host: a, trafficPolicy: {connectionPool: {tcp: {maxConnections: 1}}}}"),
-            Severity::Warning,
+            "validateLoadBalancer: simple and consistentHash are exclusive",
+            dr(
+                "{host: a, trafficPolicy: {loadBalancer: {simple: RANDOM, consistentHash: {useSourceIp: true}}}}",
+            ),
+            Severity::Error,
+            "spec.trafficPolicy.loadBalancer",
+            "only one of simple or consistentHash",
+        ),
+        (
+            "Meshward compat: no cookie affinity",
+            dr(
+                "{host: a, trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: c, ttl: 0s}}}}}",
+            ),
+            Severity::Error,
+            "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie",
+            "not supported",
+        ),
+        (
+            "validateConnectionPool: counts are non-negative",
+            dr("{host: a, trafficPolicy: {connectionPool: {tcp: {maxConnections: -1}}}}"),
+            Severity::Error,
+            "spec.trafficPolicy.connectionPool.tcp.maxConnections",
+            "must be between 0",
+        ),
+        (
+            "validateConnectionPool: durations are at least 1ms",
+            dr("{host: a, trafficPolicy: {connectionPool: {tcp: {connectTimeout: 0s}}}}"),
+            Severity::Error,
+            "spec.trafficPolicy.connectionPool.tcp.connectTimeout",
+            "at least 1ms",
+        ),
+        (
+            "validateConnectionPool: at least one of tcp or http",
+            dr("{host: a, trafficPolicy: {connectionPool: {}}}"),
+            Severity::Error,
             "spec.trafficPolicy.connectionPool",
-            "not enforced",
+            "at least one field",
+        ),
+        (
+            "validateOutlierDetection: percents in [0, 100]",
+            dr("{host: a, trafficPolicy: {outlierDetection: {maxEjectionPercent: 101}}}"),
+            Severity::Error,
+            "spec.trafficPolicy.outlierDetection.maxEjectionPercent",
+            "[0, 100]",
+        ),
+        (
+            "per-port settings are validated the same way",
+            dr(
+                "{host: a, trafficPolicy: {portLevelSettings: [{port: {number: 80}, outlierDetection: {interval: 0ms}}]}}",
+            ),
+            Severity::Error,
+            "spec.trafficPolicy.portLevelSettings[0].outlierDetection.interval",
+            "at least 1ms",
         ),
         (
             "tunnel is rejected",

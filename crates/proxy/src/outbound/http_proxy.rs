@@ -8,24 +8,27 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 use hyper::client::conn::http1 as client1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::pool::PooledBody;
+use super::MeshStream;
+use super::cluster::{Cluster, Outcome};
+use super::pool::{Conn, PoolKey, PooledBody};
 use super::{ConnectError, Outbound};
 use crate::access_log::Direction;
 use crate::io::accept_until;
 use crate::metrics::istio::NO_FLAGS;
-use crate::telemetry::{CountedBody, Exchange, Link, Metered, Started, TcpRecord};
+use crate::telemetry::{Exchange, Metered, Started, TcpRecord};
 use crate::tls::{ALPN_HTTP1, ALPN_TCP};
-use crate::view::{ResolveError, Route, Service, View};
+use crate::view::policy::Balance;
+use crate::view::{Policy, ResolveError, Route, Service, View};
 use crate::web::{Body, full, http1_server, reply, serve_until};
 
 /// Hop-by-hop headers meant for this proxy, never forwarded (the upstream connection has its
@@ -39,6 +42,8 @@ const HOP_HEADERS: [&str; 5] = [
 ];
 /// How long an idle pooled connection may take to be ready for the next request.
 const POOL_READY: Duration = Duration::from_secs(1);
+/// How often a request queued for a connection looks for a free one.
+const PENDING_POLL: Duration = Duration::from_millis(5);
 /// Envoy's details for a response the upstream never started.
 const CONNECT_FAILED: &str = "upstream_reset_before_response_started{connection_failure}";
 const CONNECTION_ENDED: &str = "upstream_reset_before_response_started{connection_termination}";
@@ -86,6 +91,18 @@ impl Refused {
         }
     }
 
+    /// A connectionPool limit is reached: Envoy's 503 with response flag `UO`.
+    fn overflow(what: &str) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: format!(
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow ({what})"
+            ),
+            flags: "UO",
+            details: "upstream_reset_before_response_started{overflow}",
+        }
+    }
+
     fn upstream(reason: String) -> Self {
         Self {
             status: StatusCode::BAD_GATEWAY,
@@ -96,12 +113,16 @@ impl Refused {
     }
 }
 
-/// A resolved destination: the view it came from, the service and the chosen endpoint.
+/// A resolved destination: the view it came from, the service, the chosen endpoint, and the
+/// state of its cluster with the port's traffic policy.
 struct Resolved {
     view: Arc<View>,
     service: usize,
     port: u16,
     route: Route,
+    cluster: Arc<Cluster>,
+    policy: Arc<Policy>,
+    endpoints: usize,
 }
 
 impl Resolved {
@@ -163,7 +184,7 @@ impl Outbound {
         Ok(if req.method() == Method::CONNECT {
             self.tunnel(req, ex, local, peer).await
         } else {
-            self.forward(req, ex).await
+            self.forward(req, ex, peer).await
         })
     }
 
@@ -185,25 +206,81 @@ impl Outbound {
         ex.respond(reply(refused.status, refused.reason))
     }
 
-    /// Resolves `authority` to a service and an endpoint.
-    fn route(&self, authority: &Authority, default_port: u16) -> Result<Resolved, Refused> {
+    /// Resolves `authority` to a service and picks an endpoint by the port's load balancer
+    /// among those not ejected; `headers` and `peer` give a consistent hash its key.
+    fn route(
+        &self,
+        authority: &Authority,
+        default_port: u16,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+    ) -> Result<Resolved, Refused> {
         let port = authority.port_u16().unwrap_or(default_port);
         let view = Arc::clone(&self.view.borrow());
-        let (index, route) = {
-            let (index, service_port) = view
-                .resolve_service(authority.host(), port)
-                .map_err(|e| Refused::resolve(&e))?;
-            (
-                index,
-                service_port.route().map_err(|e| Refused::resolve(&e))?,
-            )
+        let (index, service_port) = view
+            .resolve_service(authority.host(), port)
+            .map_err(|e| Refused::resolve(&e))?;
+        let cluster = self
+            .clusters
+            .get(&format!("outbound|{port}||{}", view.services[index].host));
+        let ip = peer.ip().to_string();
+        let key = match &service_port.policy.balance {
+            Balance::Hash(Some(header)) => headers.get(header.as_str()).map(HeaderValue::as_bytes),
+            Balance::Hash(None) => Some(ip.as_bytes()),
+            _ => None,
         };
+        let chosen = cluster
+            .pick(service_port, key)
+            .map_err(|e| Refused::resolve(&e))?;
+        let route = service_port
+            .route_to(chosen)
+            .map_err(|e| Refused::resolve(&e))?;
+        let policy = Arc::clone(&service_port.policy);
+        let endpoints = service_port.endpoints.len();
         Ok(Resolved {
             view,
             service: index,
             port,
             route,
+            cluster,
+            policy,
+            endpoints,
         })
+    }
+
+    /// Records how an exchange with the chosen endpoint ended (outlier detection).
+    fn outcome(&self, resolved: &Resolved, outcome: Outcome) {
+        resolved.cluster.record(
+            resolved.route.address(),
+            outcome,
+            resolved.policy.outlier.as_ref(),
+            resolved.endpoints,
+            self.telemetry.metrics(),
+        );
+    }
+
+    /// The refusal of a request over a connectionPool limit, counted.
+    fn overflow(&self, resolved: &Resolved, what: &str) -> Refused {
+        self.telemetry
+            .metrics()
+            .record_upstream_event(resolved.cluster.name(), "overflow");
+        Refused::overflow(what)
+    }
+
+    /// Connects to the chosen endpoint with the port's connect timeout and keepalive.
+    async fn connect_resolved(
+        &self,
+        resolved: &Resolved,
+        alpn: &[u8],
+    ) -> Result<MeshStream, ConnectError> {
+        let connected = self
+            .connect_with(&resolved.route, alpn, &resolved.policy.limits)
+            .await;
+        match &connected {
+            Ok(_) => {}
+            Err(_) => self.outcome(resolved, Outcome::Failure),
+        }
+        connected
     }
 
     async fn tunnel(
@@ -217,14 +294,20 @@ impl Outbound {
             Some(a) if a.port_u16().is_some() => a,
             _ => return self.refuse(ex, None, Refused::bad_request("CONNECT needs host:port")),
         };
-        let resolved = match self.route(&authority, 0) {
+        let resolved = match self.route(&authority, 0, req.headers(), peer) {
             Ok(r) => r,
             Err(refused) => return self.refuse(ex, None, refused),
         };
-        let mut server = match self.connect(&resolved.route, ALPN_TCP).await {
+        // The tunnel holds its connection slot for as long as it is open.
+        let Some(slot) = resolved.cluster.connection(&resolved.policy.limits) else {
+            let refused = self.overflow(&resolved, "maxConnections");
+            return self.refuse(ex, resolved.service(), refused);
+        };
+        let mut server = match self.connect_resolved(&resolved, ALPN_TCP).await {
             Ok(s) => s,
             Err(e) => return self.refuse(ex, resolved.service(), Refused::connect(&e)),
         };
+        self.outcome(&resolved, Outcome::Status(200));
         let link = self.link(resolved.service_port(), &resolved.route, &server, false);
         // Recorded as a TCP connection from here on.
         ex.skip();
@@ -243,6 +326,7 @@ impl Outbound {
                     );
                     let mut client = Metered::new(TokioIo::new(upgraded), record);
                     me.carry_to(&mut client, &mut server, &resolved.route).await;
+                    drop(slot);
                 }
                 Err(err) => tracing::debug!(%err, "CONNECT upgrade failed"),
             }
@@ -250,7 +334,12 @@ impl Outbound {
         Response::new(full(""))
     }
 
-    async fn forward(&self, req: Request<Incoming>, mut ex: Exchange) -> Response<Body> {
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        mut ex: Exchange,
+        peer: SocketAddr,
+    ) -> Response<Body> {
         let (mut parts, body) = req.into_parts();
         let authority = match (parts.uri.scheme(), parts.uri.authority()) {
             (Some(s), Some(a)) if *s == Scheme::HTTP => a.clone(),
@@ -271,13 +360,20 @@ impl Outbound {
                 );
             }
         };
-        let resolved = match self.route(&authority, 80) {
+        let resolved = match self.route(&authority, 80, &parts.headers, peer) {
             Ok(r) => r,
             Err(refused) => return self.refuse(ex, None, refused),
         };
         let service = resolved.service();
         let route = resolved.route.clone();
         let service_labels = service.map(Service::labels);
+        let limits = &resolved.policy.limits;
+        // `http2MaxRequests`: requests in flight to the whole destination.
+        let Some(_request) = resolved.cluster.request(limits) else {
+            let refused = self.overflow(&resolved, "http2MaxRequests");
+            return self.refuse(ex, service, refused);
+        };
+        let _active = resolved.cluster.start(route.address());
 
         // Origin form upstream; Host keeps the name the client used.
         let path = parts
@@ -297,36 +393,61 @@ impl Outbound {
         let mut req = ex.count_request(Request::from_parts(parts, body));
         ex.set_path(&req);
 
-        // An idle connection first; a request it could not even send is retried on the next.
-        while let Some((mut sender, link)) = self.pool.take(&route) {
-            if !matches!(
-                tokio::time::timeout(POOL_READY, sender.ready()).await,
-                Ok(Ok(()))
-            ) {
-                continue;
-            }
-            let link = match &service_labels {
-                Some(labels) => link.for_service(Arc::clone(labels)),
-                None => link,
-            };
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    ex.set_link(Arc::clone(&link));
-                    ex.upstream_responded();
-                    return ex.respond(self.pooled(resp, route, sender, link));
+        // An idle connection first (a request it could not even send is retried on the next);
+        // else a new one within `maxConnections`; else wait in the `http1MaxPendingRequests`
+        // queue for either, up to the connect timeout.
+        let deadline = Instant::now() + limits.connect_timeout.unwrap_or(self.timeouts.connect);
+        let key: PoolKey = (Arc::from(resolved.cluster.name()), route.clone());
+        let mut queued = None;
+        let slot = loop {
+            while let Some(mut conn) = self.pool.take(&key, limits.idle_timeout) {
+                if !matches!(
+                    tokio::time::timeout(POOL_READY, conn.sender.ready()).await,
+                    Ok(Ok(()))
+                ) {
+                    continue;
                 }
-                Err(mut err) => match err.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => {
+                let link = match &service_labels {
+                    Some(labels) => conn.link.for_service(Arc::clone(labels)),
+                    None => Arc::clone(&conn.link),
+                };
+                match conn.sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        self.outcome(&resolved, Outcome::Status(resp.status().as_u16()));
                         ex.set_link(link);
-                        let reason = format!("upstream request failed: {}", err.into_error());
-                        return self.refuse(ex, service, Refused::upstream(reason));
+                        ex.upstream_responded();
+                        return ex.respond(self.pooled(resp, key, conn));
                     }
-                },
+                    Err(mut err) => match err.take_message() {
+                        Some(unsent) => req = unsent,
+                        None => {
+                            self.outcome(&resolved, Outcome::Failure);
+                            ex.set_link(link);
+                            let reason = format!("upstream request failed: {}", err.into_error());
+                            return self.refuse(ex, service, Refused::upstream(reason));
+                        }
+                    },
+                }
             }
-        }
+            if let Some(slot) = resolved.cluster.connection(limits) {
+                break slot;
+            }
+            if queued.is_none() {
+                queued = resolved.cluster.pending(limits);
+                if queued.is_none() {
+                    let refused = self.overflow(&resolved, "http1MaxPendingRequests");
+                    return self.refuse(ex, service, refused);
+                }
+            }
+            if Instant::now() >= deadline {
+                let refused = self.overflow(&resolved, "no connection within the connect timeout");
+                return self.refuse(ex, service, refused);
+            }
+            tokio::time::sleep(PENDING_POLL).await;
+        };
+        drop(queued);
 
-        let server = match self.connect(&route, ALPN_HTTP1).await {
+        let server = match self.connect_resolved(&resolved, ALPN_HTTP1).await {
             Ok(s) => s,
             Err(e) => return self.refuse(ex, service, Refused::connect(&e)),
         };
@@ -341,6 +462,7 @@ impl Outbound {
                 return self.refuse(ex, service, Refused::upstream(reason));
             }
         };
+        // The connection's slot is held for as long as the connection lives.
         tokio::spawn(async move {
             tokio::select! {
                 result = conn => if let Err(err) = result {
@@ -350,27 +472,25 @@ impl Outbound {
                     "pooled connection closed: the server's certificate or identity was revoked"
                 ),
             }
+            drop(slot);
         });
         match sender.send_request(req).await {
             Ok(resp) => {
+                self.outcome(&resolved, Outcome::Status(resp.status().as_u16()));
                 ex.upstream_responded();
-                ex.respond(self.pooled(resp, route, sender, link))
+                let conn = Conn::new(sender, link, limits.max_requests_per_connection);
+                ex.respond(self.pooled(resp, key, conn))
             }
             Err(e) => {
+                self.outcome(&resolved, Outcome::Failure);
                 let reason = format!("upstream request failed: {e}");
                 self.refuse(ex, service, Refused::upstream(reason))
             }
         }
     }
 
-    fn pooled(
-        &self,
-        resp: Response<Incoming>,
-        route: Route,
-        sender: client1::SendRequest<CountedBody>,
-        link: Arc<Link>,
-    ) -> Response<PooledBody> {
+    fn pooled(&self, resp: Response<Incoming>, key: PoolKey, conn: Conn) -> Response<PooledBody> {
         let pool = Arc::clone(&self.pool);
-        resp.map(|body| PooledBody::new(body, pool, route, sender, link))
+        resp.map(|body| PooledBody::new(body, pool, key, conn))
     }
 }

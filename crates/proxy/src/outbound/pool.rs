@@ -1,12 +1,15 @@
-//! Upstream HTTP/1 connection reuse for the forward proxy: idle connections are kept per route
-//! (endpoint address and accepted server identities, so a connection is only reused toward the
-//! identities it was verified for), and handed back when a response body has been read to its
-//! end.
+//! Upstream HTTP/1 connection reuse for the forward proxy: idle connections are kept per cluster
+//! and route (a destination's connection pool is its own, as Envoy's; and the endpoint address
+//! and accepted server identities, so a connection is only reused toward the identities it was
+//! verified for), and handed back when a response body has been read to its
+//! end — unless it has carried `maxRequestsPerConnection` requests; one idle for longer than the
+//! DestinationRule's `idleTimeout` is not reused.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -22,49 +25,82 @@ const ROUTES: usize = 1024;
 
 type Sender = SendRequest<CountedBody>;
 
-/// An idle connection and its telemetry link (labels computed when it opened).
-type Idle = (Sender, Arc<Link>);
+/// An upstream connection between requests.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// Sends the next request.
+    pub(crate) sender: Sender,
+    /// Its telemetry link (labels computed when it opened).
+    pub(crate) link: Arc<Link>,
+    /// Requests it has carried.
+    pub(crate) uses: usize,
+    /// Requests it may carry (`maxRequestsPerConnection`).
+    pub(crate) max_uses: Option<usize>,
+    /// Since when it is idle.
+    since: Instant,
+}
+
+impl Conn {
+    /// A connection that has carried no request yet.
+    pub(crate) fn new(sender: Sender, link: Arc<Link>, max_uses: Option<usize>) -> Self {
+        Self {
+            sender,
+            link,
+            uses: 0,
+            max_uses,
+            since: Instant::now(),
+        }
+    }
+}
+
+type Idle = Conn;
+
+/// Cluster name and route.
+pub(crate) type PoolKey = (Arc<str>, Route);
 
 /// Idle upstream connections.
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
-    idle: Mutex<HashMap<Route, Vec<Idle>>>,
+    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
 }
 
 impl Pool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Route, Vec<Idle>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Vec<Idle>>> {
         // A poisoned lock only means a panic elsewhere mid-update; the map of senders is still
         // usable (a stale sender is detected by `is_closed`/`ready`).
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An idle connection toward `route` that is still open, if any.
-    pub(crate) fn take(&self, route: &Route) -> Option<Idle> {
+    /// An idle connection toward `route` that is still open and has been idle for less than
+    /// `idle_timeout`, if any.
+    pub(crate) fn take(&self, key: &PoolKey, idle_timeout: Option<Duration>) -> Option<Idle> {
         let mut idle = self.lock();
-        let list = idle.get_mut(route)?;
-        while let Some((sender, link)) = list.pop() {
-            if !sender.is_closed() {
-                return Some((sender, link));
+        let list = idle.get_mut(key)?;
+        while let Some(conn) = list.pop() {
+            let stale = idle_timeout.is_some_and(|t| conn.since.elapsed() >= t);
+            if !conn.sender.is_closed() && !stale {
+                return Some(conn);
             }
         }
         None
     }
 
-    /// Keeps `sender` for the next request toward `route`.
-    fn put(&self, route: Route, sender: Sender, link: Arc<Link>) {
-        if sender.is_closed() {
+    /// Keeps `conn` for the next request toward `route`.
+    fn put(&self, key: PoolKey, mut conn: Conn) {
+        if conn.sender.is_closed() || conn.max_uses.is_some_and(|max| conn.uses >= max) {
             return;
         }
+        conn.since = Instant::now();
         let mut idle = self.lock();
-        if idle.len() >= ROUTES && !idle.contains_key(&route) {
-            idle.retain(|_, list| list.iter().any(|(s, _)| !s.is_closed()));
+        if idle.len() >= ROUTES && !idle.contains_key(&key) {
+            idle.retain(|_, list| list.iter().any(|c| !c.sender.is_closed()));
             if idle.len() >= ROUTES {
                 return;
             }
         }
-        let list = idle.entry(route).or_default();
+        let list = idle.entry(key).or_default();
         if list.len() < IDLE_PER_ROUTE {
-            list.push((sender, link));
+            list.push(conn);
         }
     }
 }
@@ -74,21 +110,17 @@ impl Pool {
 pub(crate) struct PooledBody {
     inner: Incoming,
     done: bool,
-    release: Option<(Arc<Pool>, Route, Sender, Arc<Link>)>,
+    release: Option<(Arc<Pool>, PoolKey, Conn)>,
 }
 
 impl PooledBody {
-    pub(crate) fn new(
-        inner: Incoming,
-        pool: Arc<Pool>,
-        route: Route,
-        sender: Sender,
-        link: Arc<Link>,
-    ) -> Self {
+    /// `conn` has just carried the request this body answers.
+    pub(crate) fn new(inner: Incoming, pool: Arc<Pool>, key: PoolKey, mut conn: Conn) -> Self {
+        conn.uses += 1;
         Self {
             inner,
             done: false,
-            release: Some((pool, route, sender, link)),
+            release: Some((pool, key, conn)),
         }
     }
 }
@@ -124,9 +156,9 @@ impl Drop for PooledBody {
         // Only a fully read response leaves the connection ready for another request; a body
         // dropped half-way would leave bytes on the wire, so that connection is closed instead.
         if (self.done || self.inner.is_end_stream())
-            && let Some((pool, route, sender, link)) = self.release.take()
+            && let Some((pool, key, conn)) = self.release.take()
         {
-            pool.put(route, sender, link);
+            pool.put(key, conn);
         }
     }
 }

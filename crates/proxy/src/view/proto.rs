@@ -12,7 +12,9 @@ use meshward_config::resources::mesh_config::NormalizationType;
 use meshward_identity::{SpiffeId, TrustDomain};
 use rustls_pki_types::{DnsName, ServerName};
 
-use super::{Address, Endpoint, Origination, Service, ServicePort, TelemetryView, TlsMode, View};
+use super::{
+    Address, Endpoint, Origination, Policy, Service, ServicePort, TelemetryView, TlsMode, View,
+};
 use crate::access_log::AccessLogFormat;
 use crate::config::MtlsMode;
 use crate::metrics::labels::{Peers, ServiceLabels, WorkloadLabels};
@@ -280,6 +282,9 @@ fn service_port(p: pb::ServicePort, service: &str) -> Result<ServicePort, Invali
     }
     let mut port = ServicePort::new(number, sans, endpoints);
     port.origination = origination.map(Arc::new);
+    if let Some(traffic) = &p.traffic {
+        port.policy = Arc::new(Policy::from_proto(traffic));
+    }
     Ok(port)
 }
 
@@ -417,6 +422,7 @@ mod tests {
                     subject_alt_names: vec![],
                     sni: String::new(),
                     origination: None,
+                    traffic: None,
                 }],
                 exact_name: false,
             }],

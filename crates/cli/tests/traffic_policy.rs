@@ -1,0 +1,267 @@
+//! DestinationRule traffic policy end to end, with a control plane, a client sidecar and a
+//! service of two endpoints: outlier detection ejects the failing endpoint and lets it back,
+//! a full connection pool answers 503 with Envoy's `UO` flag, and a consistent hash keeps a
+//! user on one endpoint.
+
+// A test that cannot unwrap has failed: panicking is the point.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use support::{ControlPlane, Running, meshward, stderr, stdout, wait_for};
+
+const NET: &str = "127.47";
+
+fn manifests() -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: t, labels: {{istio-injection: enabled}}}}
+---
+apiVersion: meshward.io/v1alpha1
+kind: Workload
+metadata: {{name: cli, namespace: t, labels: {{app: cli}}}}
+spec: {{serviceAccount: cli, address: "{NET}.1.1"}}
+---
+apiVersion: meshward.io/v1alpha1
+kind: Workload
+metadata: {{name: web-a, namespace: t, labels: {{app: web}}}}
+spec: {{serviceAccount: web, address: "{NET}.1.2", ports: [{{port: 8080, protocol: HTTP}}]}}
+---
+apiVersion: meshward.io/v1alpha1
+kind: Workload
+metadata: {{name: web-b, namespace: t, labels: {{app: web}}}}
+spec: {{serviceAccount: web, address: "{NET}.1.3", ports: [{{port: 8080, protocol: HTTP}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: t}}
+spec: {{selector: {{app: web}}, ports: [{{port: 8080}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: sticky, namespace: t}}
+spec: {{selector: {{app: web}}, ports: [{{port: 8080}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: small, namespace: t}}
+spec: {{selector: {{app: web}}, ports: [{{port: 8080}}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: web, namespace: t}}
+spec:
+  host: web
+  trafficPolicy:
+    loadBalancer: {{simple: ROUND_ROBIN}}
+    outlierDetection: {{consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 2s, maxEjectionPercent: 50}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: sticky, namespace: t}}
+spec:
+  host: sticky
+  trafficPolicy:
+    loadBalancer: {{consistentHash: {{httpHeaderName: x-user}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: small, namespace: t}}
+spec:
+  host: small
+  trafficPolicy:
+    connectionPool:
+      tcp: {{maxConnections: 1, connectTimeout: 300ms}}
+      http: {{http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}}
+"#
+    )
+}
+
+/// The demo httpbin of endpoint `host`, telling who it is in `/env`.
+fn app(host: &str) -> Running {
+    Running(
+        meshward()
+            .args([
+                "demo",
+                "httpbin",
+                "--listen",
+                &format!("{NET}.2.{host}:8080"),
+            ])
+            .env("POD_NAME", format!("web-{host}"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn sidecar(cp: &ControlPlane, name: &str, host: &str) -> Running {
+    let out = cp.cli(&[
+        "token",
+        "create",
+        "-n",
+        "t",
+        "--service-account",
+        name.split('-').next().unwrap(),
+        "--ttl",
+        "5m",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let workload = format!("{name}.t");
+    Running(
+        meshward()
+            .args(["proxy", "--workload", &workload])
+            .args(["--address", &format!("{NET}.1.{host}")])
+            .args(["--app-address", &format!("{NET}.2.{host}")])
+            .args(["--control-plane", &cp.grpc, "--control-plane-root"])
+            .arg(cp.data_dir.join("admin/root-cert.pem"))
+            .env("MESHWARD_JOIN_TOKEN", stdout(&out).trim())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `curl` through the client's sidecar: status and body.
+fn get(url: &str, headers: &[&str]) -> (String, String) {
+    curl(&["-x", &format!("http://{NET}.1.1:15001"), url], headers)
+}
+
+/// `curl` straight to `url` (a sidecar's own port).
+fn direct(url: &str) -> (String, String) {
+    curl(&[url], &[])
+}
+
+fn curl(args: &[&str], headers: &[&str]) -> (String, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(args);
+    for header in headers {
+        cmd.args(["-H", header]);
+    }
+    let text = stdout(&cmd.output().unwrap());
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_owned(), body.to_owned())
+}
+
+/// Which endpoint answered `/env` (`web-2` or `web-3`), or the status when none did.
+fn who(url: &str, headers: &[&str]) -> String {
+    let (code, body) = get(url, headers);
+    ["web-2", "web-3"]
+        .into_iter()
+        .find(|pod| body.contains(pod))
+        .map_or(code, str::to_owned)
+}
+
+#[test]
+fn destination_rule_traffic_policy_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &format!("{NET}.0.1"), &[]);
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, manifests()).unwrap();
+    let out = cp.cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Endpoint 3's app is down: its sidecar answers 503.
+    let _a = app("2");
+    let _sidecars = [
+        sidecar(&cp, "cli", "1"),
+        sidecar(&cp, "web-a", "2"),
+        sidecar(&cp, "web-b", "3"),
+    ];
+    for host in ["1", "2", "3"] {
+        wait_for(
+            || direct(&format!("http://{NET}.1.{host}:15021/healthz/ready")).0 == "200",
+            "sidecar ready",
+        );
+    }
+
+    // Outlier detection: two 5xx in a row eject endpoint 3; then every request goes to 2.
+    wait_for(
+        || who("http://web:8080/env", &[]) == "503",
+        "a 503 from the endpoint whose app is down",
+    );
+    wait_for(
+        || (0..6).all(|_| who("http://web:8080/env", &[]) == "web-2"),
+        "the failing endpoint to be ejected",
+    );
+    let metrics = direct(&format!("http://{NET}.1.1:15090/stats/prometheus")).1;
+    assert!(
+        metrics.contains("event=\"ejection\"")
+            && metrics.contains("outbound|8080||web.t.svc.cluster.local"),
+        "{metrics}"
+    );
+    // Its app comes up; when its ejection ends, it gets traffic again.
+    let _b = app("3");
+    wait_for(
+        || who("http://web:8080/env", &[]) == "web-3",
+        "the ejected endpoint to come back",
+    );
+
+    // Consistent hash on a header: a user stays on one endpoint.
+    for user in ["alice", "bob", "carol", "dave"] {
+        let header = format!("x-user: {user}");
+        let first = who("http://sticky:8080/env", &[&header]);
+        assert!(first.starts_with("web-"), "{first}");
+        for _ in 0..5 {
+            assert_eq!(who("http://sticky:8080/env", &[&header]), first, "{user}");
+        }
+    }
+
+    // Connection pool: a tunnel holds the one connection `maxConnections: 1` allows...
+    let mut tunnel = TcpStream::connect(format!("{NET}.1.1:15001")).unwrap();
+    tunnel
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        tunnel,
+        "CONNECT small:8080 HTTP/1.1\r\nHost: small:8080\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    tunnel.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // ...so a second tunnel overflows at once, and a request waits in the pending queue until
+    // the connect timeout, then overflows too: 503 with Envoy's UO.
+    let (code, body) = get("http://small:8080/get", &[]);
+    assert_eq!(code, "503", "{body}");
+    assert!(body.contains("overflow"), "{body}");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-p",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_connect}",
+        ])
+        .args([
+            "-x",
+            &format!("http://{NET}.1.1:15001"),
+            "http://small:8080/get",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "503", "CONNECT over maxConnections");
+    let metrics = direct(&format!("http://{NET}.1.1:15090/stats/prometheus")).1;
+    assert!(metrics.contains("response_flags=\"UO\""), "{metrics}");
+    // Once the tunnel closes, requests flow again (each on its own connection:
+    // maxRequestsPerConnection 1).
+    drop(tunnel);
+    wait_for(
+        || get("http://small:8080/get", &[]).0 == "200",
+        "the pool to free up",
+    );
+    for _ in 0..3 {
+        assert_eq!(get("http://small:8080/get", &[]).0, "200");
+    }
+}

@@ -1,0 +1,128 @@
+//! A service port's traffic policy (DestinationRule `loadBalancer`, `connectionPool`,
+//! `outlierDetection`), as the control plane compiled it.
+
+use std::time::Duration;
+
+use meshward_api::v1 as pb;
+use serde::Serialize;
+
+/// How an endpoint is picked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Balance {
+    /// In turn (also when no rule says).
+    RoundRobin,
+    /// The one of two random endpoints with fewer requests in flight.
+    LeastRequest,
+    /// At random.
+    Random,
+    /// Rendezvous hashing of a request header, or of the client's address when `None`: a key
+    /// keeps its endpoint while that endpoint stays.
+    Hash(Option<String>),
+}
+
+/// Limits on connections and requests to all endpoints of the port (`None`: no limit).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Upstream connections open at once.
+    pub max_connections: Option<usize>,
+    /// Requests waiting for a connection when `max_connections` are busy.
+    pub max_pending: Option<usize>,
+    /// Requests in flight.
+    pub max_requests: Option<usize>,
+    /// Requests sent on one connection before it is closed.
+    pub max_requests_per_connection: Option<usize>,
+    /// TCP connect timeout (the proxy's own when unset).
+    pub connect_timeout: Option<Duration>,
+    /// Idle time after which a pooled connection is not reused.
+    pub idle_timeout: Option<Duration>,
+    /// TCP keepalive: idle time, interval, probes.
+    pub keepalive: Option<(Option<Duration>, Option<Duration>, Option<u32>)>,
+}
+
+/// Ejection of endpoints that keep failing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outlier {
+    /// 5xx answers (and connection failures) in a row that eject; 0: never.
+    pub consecutive_5xx: u32,
+    /// 502/503/504 answers (and connection failures) in a row that eject; 0: never.
+    pub consecutive_gateway: u32,
+    /// How often ejections are reconsidered.
+    pub interval: Duration,
+    /// Ejection time, times the number of ejections of the endpoint.
+    pub base_ejection: Duration,
+    /// Most endpoints ejected at once, in percent (at least one may always be).
+    pub max_ejection_percent: u32,
+    /// Below this share of endpoints not ejected, nothing more is ejected.
+    pub min_health_percent: u32,
+}
+
+/// One port's traffic policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// Endpoint choice.
+    pub balance: Balance,
+    /// Limits.
+    pub limits: Limits,
+    /// Outlier detection, when configured.
+    pub outlier: Option<Outlier>,
+    /// The DestinationRule it comes from (`ns/name`), empty when none.
+    pub source: String,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            balance: Balance::RoundRobin,
+            limits: Limits::default(),
+            outlier: None,
+            source: String::new(),
+        }
+    }
+}
+
+impl Policy {
+    /// The policy on the wire; unknown load balancer values fall back to round robin.
+    pub fn from_proto(p: &pb::TrafficPolicy) -> Self {
+        let limit = |n: u32| (n > 0).then(|| usize::try_from(n).unwrap_or(usize::MAX));
+        let ms = |n: u32| (n > 0).then(|| Duration::from_millis(u64::from(n)));
+        let balance = match pb::LoadBalancer::try_from(p.load_balancer) {
+            Ok(pb::LoadBalancer::LeastRequest) => Balance::LeastRequest,
+            Ok(pb::LoadBalancer::Random) => Balance::Random,
+            Ok(pb::LoadBalancer::ConsistentHash) => Balance::Hash(
+                (!p.hash_header.is_empty()).then(|| p.hash_header.to_ascii_lowercase()),
+            ),
+            _ => Balance::RoundRobin,
+        };
+        let keepalive =
+            (p.keepalive_time_ms > 0 || p.keepalive_interval_ms > 0 || p.keepalive_probes > 0)
+                .then(|| {
+                    (
+                        ms(p.keepalive_time_ms),
+                        ms(p.keepalive_interval_ms),
+                        (p.keepalive_probes > 0).then_some(p.keepalive_probes),
+                    )
+                });
+        Self {
+            balance,
+            limits: Limits {
+                max_connections: limit(p.max_connections),
+                max_pending: limit(p.max_pending_requests),
+                max_requests: limit(p.max_requests),
+                max_requests_per_connection: limit(p.max_requests_per_connection),
+                connect_timeout: ms(p.connect_timeout_ms),
+                idle_timeout: ms(p.idle_timeout_ms),
+                keepalive,
+            },
+            outlier: p.outlier_detection.then(|| Outlier {
+                consecutive_5xx: p.consecutive_5xx_errors,
+                consecutive_gateway: p.consecutive_gateway_errors,
+                interval: Duration::from_millis(u64::from(p.interval_ms.max(1))),
+                base_ejection: Duration::from_millis(u64::from(p.base_ejection_time_ms.max(1))),
+                max_ejection_percent: p.max_ejection_percent.min(100),
+                min_health_percent: p.min_health_percent.min(100),
+            }),
+            source: p.source.clone(),
+        }
+    }
+}
