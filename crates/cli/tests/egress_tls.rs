@@ -242,6 +242,27 @@ fn sidecar_originates_simple_and_mutual_tls_to_external_hosts() {
         "{body}"
     );
 
+    // proxy-config names the origination and the names the server must carry.
+    let out = cp.cli(&["proxy-config", "endpoints", "app.shop"]);
+    let text = stdout(&out);
+    let line = |cluster: &str| {
+        text.lines()
+            .find(|l| l.contains(cluster))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let simple = line("outbound|80||api.payments.test");
+    assert!(
+        simple.contains("SIMPLE") && simple.contains("api.payments.test"),
+        "{text}{}",
+        stderr(&out)
+    );
+    let mutual = line("outbound|80||ledger.bank.test");
+    assert!(
+        mutual.contains("MUTUAL") && mutual.contains("api.payments.test"),
+        "{text}"
+    );
+
     // A ServiceEntry host answers to its exact name only.
     let (code, _) = request("http://api:80/");
     assert_eq!(code, "502");

@@ -149,7 +149,7 @@ fn proxy_config_shows_what_each_sidecar_runs() {
     assert_eq!(inbound[6], format!("app {SUBNET}.2.2:8080"));
     assert_eq!(row(&rows, &[&httpbin, "15001"])[2], "outbound");
 
-    // clusters: istioctl's columns, plus the TLS the client originates.
+    // clusters: istioctl's columns, plus the TLS the client originates and its traffic policy.
     let rows = table(&ok(home, &["pc", "clusters", "client.team-app"]));
     assert_eq!(
         rows[0],
@@ -160,12 +160,13 @@ fn proxy_config_shows_what_each_sidecar_runs() {
             "DIRECTION",
             "TYPE",
             "DESTINATION RULE",
-            "TLS"
+            "TLS",
+            "TRAFFIC POLICY"
         ]
     );
     assert_eq!(
         row(&rows, &["httpbin-svc.team-app.svc.cluster.local", "8080"])[2..],
-        ["-", "outbound", "EDS", "-", "ISTIO_MUTUAL"]
+        ["-", "outbound", "EDS", "-", "ISTIO_MUTUAL", "ROUND_ROBIN"]
     );
 
     // endpoints: istioctl's columns, and the identity the server must prove.

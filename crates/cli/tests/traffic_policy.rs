@@ -63,7 +63,7 @@ spec:
   host: web
   trafficPolicy:
     loadBalancer: {{simple: ROUND_ROBIN}}
-    outlierDetection: {{consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 2s, maxEjectionPercent: 50}}
+    outlierDetection: {{consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 5s, maxEjectionPercent: 50}}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -197,6 +197,25 @@ fn destination_rule_traffic_policy_is_enforced() {
         metrics.contains("event=\"ejection\"")
             && metrics.contains("outbound|8080||web.t.svc.cluster.local"),
         "{metrics}"
+    );
+    // proxy-config shows the policy and the ejection.
+    let out = cp.cli(&["proxy-config", "endpoints", "cli.t"]);
+    let text = stdout(&out);
+    assert!(
+        text.lines().any(|l| l.contains(&format!("{NET}.1.3:8080"))
+            && l.contains("FAILED")
+            && l.contains("outbound|8080||web.t")),
+        "{text}{}",
+        stderr(&out)
+    );
+    let out = cp.cli(&["proxy-config", "clusters", "cli.t"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("maxConnections=1 http1MaxPendingRequests=1")
+            && text.contains("outlier(5xx=2,gateway=0)")
+            && text.contains("HASH(x-user)"),
+        "{text}{}",
+        stderr(&out)
     );
     // Its app comes up; when its ejection ends, it gets traffic again.
     let _b = app("3");

@@ -22,6 +22,7 @@ use crate::creds::CredsReceiver;
 use crate::drain::Drain;
 use crate::io::accept_until;
 use crate::metrics::Metrics;
+use crate::outbound::Outbound;
 use crate::view::View;
 use crate::web::{Body, full, http1_server, reply, serve_until};
 
@@ -132,6 +133,8 @@ pub struct Admin {
     pub quit: CancellationToken,
     /// Served at `/stats/prometheus`.
     pub metrics: Arc<Metrics>,
+    /// Its traffic-policy state, served at `/clusters`.
+    pub outbound: Arc<Outbound>,
 }
 
 /// What a listener of [`Admin::serve`] answers.
@@ -274,6 +277,7 @@ impl Admin {
                 json_reply(&certs_dump(creds.as_deref()))
             }
             (&Method::GET, "/stats/prometheus") => metrics_reply(&self.metrics),
+            (&Method::GET, "/clusters") => json_reply(&self.outbound.clusters_report()),
             (&Method::GET, "/stats/inbound") => {
                 let view = self.health.view.borrow().clone();
                 json_reply(&json!(self.metrics.inbound.report(&view.inbound)))

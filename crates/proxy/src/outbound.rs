@@ -192,6 +192,11 @@ impl Outbound {
         )
     }
 
+    /// The run-time state of every destination's traffic policy (admin `/clusters`).
+    pub fn clusters_report(&self) -> serde_json::Value {
+        self.clusters.report()
+    }
+
     /// Resolves once the trust in force revokes the mesh server of `stream` (then the
     /// connection must close); never for plaintext or TLS to a server outside the mesh.
     fn until_server_revoked(

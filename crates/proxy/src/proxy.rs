@@ -236,6 +236,7 @@ impl Proxy {
             log,
             quit: quit.clone(),
             metrics,
+            outbound,
         };
         for (what, port, role) in [
             ("admin", config.admin_port, Role::Admin),

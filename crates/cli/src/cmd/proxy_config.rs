@@ -9,7 +9,7 @@
 //! DestinationRule of each cluster.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
     process::ExitCode,
     time::Duration,
@@ -490,13 +490,16 @@ fn cluster_ports(dump: &Value) -> Vec<ClusterPort<'_>> {
 }
 
 /// The TLS the proxy originates to one endpoint.
-fn endpoint_tls(endpoint: &Value) -> &'static str {
+fn endpoint_tls(endpoint: &Value, port: &Value) -> &'static str {
     match endpoint["tls"].as_str() {
         Some("ISTIO_MUTUAL") => "ISTIO_MUTUAL",
         Some("DISABLE") => "DISABLE",
         Some("AUTO") if endpoint["has_sidecar"].as_bool() == Some(true) => "ISTIO_MUTUAL",
         Some("AUTO") => "DISABLE",
-        _ => "UNSUPPORTED",
+        // TLS origination: MUTUAL presents the rule's client certificate.
+        Some("ORIGINATE") if port["origination"]["client_identity"].is_null() => "SIMPLE",
+        Some("ORIGINATE") => "MUTUAL",
+        _ => "UNKNOWN",
     }
 }
 
@@ -520,6 +523,59 @@ struct ClusterRow {
     tls: Vec<&'static str>,
     subject_alt_names: Vec<String>,
     endpoints: usize,
+    /// The DestinationRule's load balancing, limits and outlier detection, as the sidecar
+    /// holds them.
+    traffic_policy: Value,
+    /// What the sidecar holds now: connections, requests, ejected endpoints.
+    state: Value,
+}
+
+/// The sidecar's `/clusters` by cluster name (empty from a sidecar that does not serve it).
+async fn cluster_states(target: &Target) -> BTreeMap<String, Value> {
+    let states = target.get_json("/clusters").await.unwrap_or_default();
+    states
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| Some((c["name"].as_str()?.to_owned(), c.clone())))
+        .collect()
+}
+
+/// A short form of a port's traffic policy: `LEAST_REQUEST maxConnections=1 outlier(5xx=2)`.
+fn policy_summary(policy: &Value) -> String {
+    let mut parts = vec![match &policy["balance"] {
+        Value::String(lb) => lb.clone(),
+        Value::Object(hash) => match hash.get("HASH") {
+            Some(Value::String(header)) => format!("HASH({header})"),
+            _ => "HASH(source ip)".to_owned(),
+        },
+        _ => "ROUND_ROBIN".to_owned(),
+    }];
+    let limits = &policy["limits"];
+    for (field, name) in [
+        ("max_connections", "maxConnections"),
+        ("max_pending", "http1MaxPendingRequests"),
+        ("max_requests", "http2MaxRequests"),
+        ("max_requests_per_connection", "maxRequestsPerConnection"),
+    ] {
+        if let Some(n) = limits[field].as_u64() {
+            parts.push(format!("{name}={n}"));
+        }
+    }
+    if let Some(outlier) = policy["outlier"].as_object() {
+        parts.push(format!(
+            "outlier(5xx={},gateway={})",
+            outlier
+                .get("consecutive_5xx")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            outlier
+                .get("consecutive_gateway")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        ));
+    }
+    parts.join(" ")
 }
 
 async fn clusters(args: &TargetArgs) -> anyhow::Result<()> {
@@ -531,6 +587,7 @@ async fn clusters(args: &TargetArgs) -> anyhow::Result<()> {
         namespace: &instance.namespace,
         labels: &instance.labels,
     };
+    let states = cluster_states(&target).await;
     let rows: Vec<ClusterRow> = cluster_ports(&dump)
         .iter()
         .map(|cp| {
@@ -539,10 +596,16 @@ async fn clusters(args: &TargetArgs) -> anyhow::Result<()> {
                 .destination_rule_tls(client, cp.host, Some(cp.namespace), cp.port, None)
                 .map(|(_, key, _)| format!("{}.{}", key.name, key.namespace));
             let endpoints = cp.port_json["endpoints"].as_array();
-            let tls: BTreeSet<&'static str> =
-                endpoints.into_iter().flatten().map(endpoint_tls).collect();
+            let tls: BTreeSet<&'static str> = endpoints
+                .into_iter()
+                .flatten()
+                .map(|e| endpoint_tls(e, cp.port_json))
+                .collect();
+            let name = cluster_name(cp);
             ClusterRow {
-                name: cluster_name(cp),
+                state: states.get(&name).cloned().unwrap_or(Value::Null),
+                traffic_policy: cp.port_json["policy"].clone(),
+                name,
                 service_fqdn: cp.host.to_owned(),
                 port: cp.port,
                 subset: None,
@@ -566,8 +629,10 @@ async fn clusters(args: &TargetArgs) -> anyhow::Result<()> {
         "TYPE",
         "DESTINATION RULE",
         "TLS",
+        "TRAFFIC POLICY",
     ]);
     for row in rows {
+        let policy = policy_summary(&row.traffic_policy);
         table.add_row([
             row.service_fqdn,
             row.port.to_string(),
@@ -580,6 +645,7 @@ async fn clusters(args: &TargetArgs) -> anyhow::Result<()> {
             } else {
                 row.tls.join(",")
             },
+            policy,
         ]);
     }
     print!("{}", output::render(&mut table));
@@ -606,23 +672,50 @@ async fn endpoints(args: &TargetArgs) -> anyhow::Result<()> {
     let target = Target::find(args).await?;
     let dump = target.get_json("/config_dump").await?;
     target.warn_unsynced();
+    let states = cluster_states(&target).await;
     let mut rows = Vec::new();
     for cp in cluster_ports(&dump) {
         let sans = strings(&cp.port_json["subject_alt_names"]);
+        let ejected: BTreeSet<&str> = states
+            .get(&cluster_name(&cp))
+            .and_then(|s| s["ejected"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["endpoint"].as_str())
+            .collect();
         for endpoint in cp.port_json["endpoints"].as_array().into_iter().flatten() {
-            let tls = endpoint_tls(endpoint);
+            let tls = endpoint_tls(endpoint, cp.port_json);
             let own = endpoint["identity"].as_str().map(str::to_owned);
             let identity = match tls {
                 "ISTIO_MUTUAL" if sans.is_empty() => own.iter().cloned().collect(),
                 "ISTIO_MUTUAL" => sans.clone(),
+                // Origination: the names the server certificate must carry.
+                "SIMPLE" | "MUTUAL" => {
+                    let origination = &cp.port_json["origination"];
+                    let names = strings(&origination["subject_alt_names"]);
+                    if names.is_empty() {
+                        origination["server_name"]
+                            .as_str()
+                            .map(str::to_owned)
+                            .into_iter()
+                            .collect()
+                    } else {
+                        names
+                    }
+                }
                 _ => Vec::new(),
             };
+            let address = endpoint["address"].as_str().unwrap_or("?");
             rows.push(EndpointRow {
-                endpoint: endpoint["address"].as_str().unwrap_or("?").to_owned(),
-                // No active health checking or outlier detection: as in Envoy without them,
-                // every endpoint of the view is healthy and takes its turn.
+                endpoint: address.to_owned(),
+                // No active health checking: as in Envoy, every endpoint is HEALTHY, and
+                // outlier detection says whether it is ejected now.
                 status: "HEALTHY",
-                outlier_check: "OK",
+                outlier_check: if ejected.contains(address) {
+                    "FAILED"
+                } else {
+                    "OK"
+                },
                 cluster: cluster_name(&cp),
                 identity,
                 tls,

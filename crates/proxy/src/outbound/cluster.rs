@@ -44,6 +44,36 @@ impl Clusters {
         map.insert(name.to_owned(), Arc::clone(&cluster));
         cluster
     }
+
+    /// What every cluster holds now, for the admin's `/clusters`: connections, queued and
+    /// in-flight requests, and the ejected endpoints with the time left.
+    pub(crate) fn report(&self) -> serde_json::Value {
+        let clusters: Vec<Arc<Cluster>> = lock(&self.map).values().cloned().collect();
+        let mut rows: Vec<serde_json::Value> = clusters
+            .iter()
+            .map(|c| {
+                let ejected: Vec<serde_json::Value> = c
+                    .ejected()
+                    .into_iter()
+                    .map(|(address, left)| {
+                        serde_json::json!({
+                            "endpoint": address.to_string(),
+                            "ejectedForMs": u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": c.name,
+                    "connections": c.connections.load(Ordering::Relaxed),
+                    "pendingRequests": c.pending.load(Ordering::Relaxed),
+                    "activeRequests": c.requests.load(Ordering::Relaxed),
+                    "ejected": ejected,
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        serde_json::Value::Array(rows)
+    }
 }
 
 /// How an exchange with an endpoint ended, for outlier detection.
@@ -284,7 +314,6 @@ impl Cluster {
     }
 
     /// Endpoints ejected now, with the time left.
-    #[cfg(test)]
     pub(crate) fn ejected(&self) -> Vec<(Address, Duration)> {
         let now = Instant::now();
         lock(&self.health)
