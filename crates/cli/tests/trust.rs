@@ -496,6 +496,75 @@ fn a_root_rotation_under_continuous_traffic_fails_no_request() {
 }
 
 #[test]
+fn a_plug_in_root_made_with_openssl_swaps_in_under_traffic_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = "127.48";
+    let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
+    apply(&cp, dir.path(), net);
+    let _workloads = start_workloads(&cp, net);
+    // The operator's own root, as a company PKI would hand it over.
+    let plug = dir.path().join("plug");
+    std::fs::create_dir_all(&plug).unwrap();
+    openssl(
+        &plug,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "root-key.pem",
+            "-out",
+            "root-cert.pem",
+            "-days",
+            "3650",
+            "-subj",
+            "/O=cluster.local/CN=Plugged root",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = traffic(net, Arc::clone(&stop));
+    std::thread::sleep(Duration::from_secs(1));
+    let root = plug.join("root-cert.pem");
+    let key = plug.join("root-key.pem");
+    let out = cli_ok(
+        &cp,
+        &[
+            "ca",
+            "rotate",
+            "--apply",
+            "--new-root",
+            root.to_str().unwrap(),
+            "--new-key",
+            key.to_str().unwrap(),
+            "--timeout",
+            "2m",
+        ],
+    );
+    assert!(out.contains("rotation completed (complete)"), "{out}");
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the swap: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+    assert!(ok > 10, "too little traffic: {ok}");
+    let status = cli_ok(&cp, &["ca", "status"]);
+    assert!(status.contains("Plugged root"), "{status}");
+}
+
+#[test]
 fn a_rotation_waits_for_a_missing_proxy_names_it_and_resumes_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let net = "127.84";
