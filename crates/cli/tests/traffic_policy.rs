@@ -86,15 +86,15 @@ spec:
     )
 }
 
-/// The demo httpbin of endpoint `host`, telling who it is in `/env`.
-fn app(host: &str) -> Running {
+/// The demo httpbin of endpoint `{net}.2.{host}`, telling who it is in `/env`.
+fn app(net: &str, host: &str) -> Running {
     Running(
         meshward()
             .args([
                 "demo",
                 "httpbin",
                 "--listen",
-                &format!("{NET}.2.{host}:8080"),
+                &format!("{net}.2.{host}:8080"),
             ])
             .env("POD_NAME", format!("web-{host}"))
             .stdout(Stdio::null())
@@ -103,24 +103,24 @@ fn app(host: &str) -> Running {
     )
 }
 
-fn sidecar(cp: &ControlPlane, name: &str, host: &str) -> Running {
+/// The sidecar of workload `name.t` (service account `account`) at `{net}.1.{host}`.
+fn sidecar(cp: &ControlPlane, net: &str, name: &str, account: &str, host: &str) -> Running {
     let out = cp.cli(&[
         "token",
         "create",
         "-n",
         "t",
         "--service-account",
-        name.split('-').next().unwrap(),
+        account,
         "--ttl",
         "5m",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let workload = format!("{name}.t");
     Running(
         meshward()
-            .args(["proxy", "--workload", &workload])
-            .args(["--address", &format!("{NET}.1.{host}")])
-            .args(["--app-address", &format!("{NET}.2.{host}")])
+            .args(["proxy", "--workload", &format!("{name}.t")])
+            .args(["--address", &format!("{net}.1.{host}")])
+            .args(["--app-address", &format!("{net}.2.{host}")])
             .args(["--control-plane", &cp.grpc, "--control-plane-root"])
             .arg(cp.data_dir.join("admin/root-cert.pem"))
             .env("MESHWARD_JOIN_TOKEN", stdout(&out).trim())
@@ -170,11 +170,11 @@ fn destination_rule_traffic_policy_is_enforced() {
     let out = cp.cli(&["apply", "-f", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     // Endpoint 3's app is down: its sidecar answers 503.
-    let _a = app("2");
+    let _a = app(NET, "2");
     let _sidecars = [
-        sidecar(&cp, "cli", "1"),
-        sidecar(&cp, "web-a", "2"),
-        sidecar(&cp, "web-b", "3"),
+        sidecar(&cp, NET, "cli", "cli", "1"),
+        sidecar(&cp, NET, "web-a", "web", "2"),
+        sidecar(&cp, NET, "web-b", "web", "3"),
     ];
     for host in ["1", "2", "3"] {
         wait_for(
@@ -218,7 +218,7 @@ fn destination_rule_traffic_policy_is_enforced() {
         stderr(&out)
     );
     // Its app comes up; when its ejection ends, it gets traffic again.
-    let _b = app("3");
+    let _b = app(NET, "3");
     wait_for(
         || who("http://web:8080/env", &[]) == "web-3",
         "the ejected endpoint to come back",
@@ -283,4 +283,154 @@ fn destination_rule_traffic_policy_is_enforced() {
     for _ in 0..3 {
         assert_eq!(get("http://small:8080/get", &[]).0, "200");
     }
+}
+
+const VS_NET: &str = "127.49";
+
+fn vs_manifests() -> String {
+    let workload = |name: &str, host: &str, labels: &str| {
+        format!(
+            "---\napiVersion: meshward.io/v1alpha1\nkind: Workload\nmetadata: {{name: {name}, namespace: t, labels: {{{labels}}}}}\nspec: {{serviceAccount: {name}, address: \"{VS_NET}.1.{host}\", ports: [{{port: 8080, protocol: HTTP}}]}}\n"
+        )
+    };
+    let service = |name: &str, selector: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: t}}\nspec: {{selector: {{{selector}}}, ports: [{{port: 8080}}]}}\n"
+        )
+    };
+    [
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: t, labels: {istio-injection: enabled}}\n".to_owned(),
+        format!("---\napiVersion: meshward.io/v1alpha1\nkind: Workload\nmetadata: {{name: cli, namespace: t, labels: {{app: cli}}}}\nspec: {{serviceAccount: cli, address: \"{VS_NET}.1.1\"}}\n"),
+        workload("web-v1", "2", "app: web, version: v1, flaky: 'yes'"),
+        workload("web-v2", "3", "app: web, version: v2"),
+        workload("down", "4", "flaky: 'yes'"),
+        workload("slow", "5", "app: slow"),
+        service("web", "app: web"),
+        service("flaky", "flaky: 'yes'"),
+        service("slow", "app: slow"),
+        r#"---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: t}
+spec:
+  host: web
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: t}
+spec:
+  hosts: [web]
+  http:
+  - match: [{headers: {x-canary: {exact: "yes"}}}]
+    route: [{destination: {host: web, subset: v2}}]
+  - match: [{uri: {exact: /teapot}}]
+    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route: [{destination: {host: web, subset: v1}}]
+  - route:
+    - {destination: {host: web, subset: v1}, weight: 80}
+    - {destination: {host: web, subset: v2}, weight: 20}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: flaky, namespace: t}
+spec:
+  hosts: [flaky]
+  http:
+  - route: [{destination: {host: flaky}}]
+    retries: {attempts: 3, retryOn: 5xx}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: slow, namespace: t}
+spec:
+  hosts: [slow]
+  http:
+  - route: [{destination: {host: slow}}]
+    timeout: 300ms
+"#
+        .to_owned(),
+    ]
+    .concat()
+}
+
+fn vs_get(url: &str, headers: &[&str]) -> (String, String) {
+    curl(&["-x", &format!("http://{VS_NET}.1.1:15001"), url], headers)
+}
+
+#[test]
+fn virtual_service_routes_split_retry_time_out_and_inject_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &format!("{VS_NET}.0.1"), &[]);
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, vs_manifests()).unwrap();
+    let out = cp.cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let _apps = [app(VS_NET, "2"), app(VS_NET, "3")];
+    // The slow app accepts and never answers.
+    let _slow = Running(
+        Command::new("python3")
+            .args([
+                "-c",
+                &format!(
+                    "import socket,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{VS_NET}.2.5',8080))\ns.listen()\nheld=[]\nwhile True:\n    c,_=s.accept()\n    held.append(c)\n"
+                ),
+            ])
+            .spawn()
+            .unwrap(),
+    );
+    let _sidecars: Vec<Running> = [
+        ("cli", "1"),
+        ("web-v1", "2"),
+        ("web-v2", "3"),
+        ("down", "4"),
+        ("slow", "5"),
+    ]
+    .into_iter()
+    .map(|(name, host)| sidecar(&cp, VS_NET, name, name, host))
+    .collect();
+    for host in ["1", "2", "3", "4", "5"] {
+        wait_for(
+            || direct(&format!("http://{VS_NET}.1.{host}:15021/healthz/ready")).0 == "200",
+            "sidecar ready",
+        );
+    }
+    let who = |headers: &[&str]| {
+        let (code, body) = vs_get("http://web:8080/env", headers);
+        ["web-2", "web-3"]
+            .into_iter()
+            .find(|pod| body.contains(pod))
+            .map_or(code, str::to_owned)
+    };
+
+    // A header match sends the canary to subset v2, always.
+    for _ in 0..10 {
+        assert_eq!(who(&["x-canary: yes"]), "web-3");
+    }
+    // The default route splits 80/20 between the subsets.
+    let total = 200;
+    let v2 = (0..total).filter(|_| who(&[]) == "web-3").count();
+    let share = v2 as f64 / f64::from(total);
+    assert!(
+        (0.1..=0.3).contains(&share),
+        "v2 got {v2} of {total} requests"
+    );
+    // Fault injection: an abort answers without reaching the app.
+    assert_eq!(vs_get("http://web:8080/teapot", &[]).0, "418");
+
+    // Retries on 5xx: the endpoint whose app is down never shows through.
+    for _ in 0..20 {
+        let (code, body) = vs_get("http://flaky:8080/get", &[]);
+        assert_eq!(code, "200", "{body}");
+    }
+    let metrics = direct(&format!("http://{VS_NET}.1.1:15090/stats/prometheus")).1;
+    assert!(metrics.contains("event=\"retry\""), "{metrics}");
+
+    // A route timeout: 504 with Envoy's UT.
+    let (code, body) = vs_get("http://slow:8080/get", &[]);
+    assert_eq!(code, "504", "{body}");
+    let metrics = direct(&format!("http://{VS_NET}.1.1:15090/stats/prometheus")).1;
+    assert!(metrics.contains("response_flags=\"UT\""), "{metrics}");
 }

@@ -15,6 +15,7 @@ use crate::resources::kube::ServiceSpec;
 use crate::resources::mesh_config::MeshConfig;
 use crate::resources::peer_authentication::PeerAuthenticationSpec;
 use crate::resources::service_entry::ServiceEntrySpec;
+use crate::resources::virtual_service::VirtualServiceSpec;
 use crate::resources::{Object, Resource};
 
 pub(crate) mod workload;
@@ -76,6 +77,7 @@ pub struct Mesh {
     pub(crate) authorization_policies: Vec<Entry<AuthorizationPolicySpec>>,
     /// Oldest first: with several rules for one host, the first trafficPolicy wins.
     pub(crate) destination_rules: Vec<Entry<DestinationRuleSpec>>,
+    pub(crate) virtual_services: Vec<Entry<VirtualServiceSpec>>,
     pub(crate) gateways: Vec<Entry<GatewaySpec>>,
     pub(crate) trust_bundles: Vec<Entry<crate::resources::trust_bundle::TrustBundleSpec>>,
 }
@@ -119,6 +121,9 @@ impl Mesh {
                 Resource::DestinationRule(object) => {
                     mesh.destination_rules.push(Entry { object, location });
                 }
+                Resource::VirtualService(object) => {
+                    mesh.virtual_services.push(Entry { object, location });
+                }
                 Resource::Gateway(object) => mesh.gateways.push(Entry { object, location }),
                 Resource::TrustBundle(object) => {
                     mesh.trust_bundles.push(Entry { object, location });
@@ -128,6 +133,7 @@ impl Mesh {
         oldest_first(&mut mesh.peer_authentications);
         oldest_first(&mut mesh.authorization_policies);
         oldest_first(&mut mesh.destination_rules);
+        oldest_first(&mut mesh.virtual_services);
         for object in workload_objects {
             let ns_labels = mesh.namespace_labels(object.metadata.namespace());
             mesh.workloads
@@ -196,6 +202,11 @@ impl Mesh {
     /// DestinationRules, oldest first.
     pub fn destination_rules(&self) -> &[Entry<DestinationRuleSpec>] {
         &self.destination_rules
+    }
+
+    /// VirtualServices, oldest first.
+    pub fn virtual_services(&self) -> &[Entry<VirtualServiceSpec>] {
+        &self.virtual_services
     }
 
     /// Gateways.

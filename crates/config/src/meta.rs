@@ -58,6 +58,8 @@ pub enum Kind {
     AuthorizationPolicy,
     /// `networking.istio.io` DestinationRule.
     DestinationRule,
+    /// `networking.istio.io` VirtualService.
+    VirtualService,
     /// `networking.istio.io` ServiceEntry.
     ServiceEntry,
     /// `networking.istio.io` Gateway.
@@ -78,10 +80,11 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::PeerAuthentication,
         Kind::AuthorizationPolicy,
         Kind::DestinationRule,
+        Kind::VirtualService,
         Kind::ServiceEntry,
         Kind::Gateway,
         Kind::WorkloadEntry,
@@ -98,6 +101,7 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::DestinationRule => "DestinationRule",
+            Kind::VirtualService => "VirtualService",
             Kind::ServiceEntry => "ServiceEntry",
             Kind::Gateway => "Gateway",
             Kind::WorkloadEntry => "WorkloadEntry",
@@ -116,6 +120,7 @@ impl Kind {
             "pa" | "peerauthentications" => Some(Kind::PeerAuthentication),
             "ap" | "authorizationpolicies" => Some(Kind::AuthorizationPolicy),
             "dr" | "destinationrules" => Some(Kind::DestinationRule),
+            "vs" | "virtualservices" => Some(Kind::VirtualService),
             "se" | "serviceentries" => Some(Kind::ServiceEntry),
             "gw" | "gateways" => Some(Kind::Gateway),
             "we" | "workloadentries" => Some(Kind::WorkloadEntry),

@@ -6,6 +6,7 @@ pub mod endpoints;
 pub mod names;
 pub mod peer_authn;
 pub mod protocol;
+pub mod routes;
 pub mod tls;
 pub mod traffic;
 

@@ -18,6 +18,7 @@ pub mod peer_authentication;
 pub mod service_entry;
 pub mod traffic;
 pub mod trust_bundle;
+pub mod virtual_service;
 pub mod workload;
 
 use authorization_policy::AuthorizationPolicySpec;
@@ -64,6 +65,8 @@ pub enum Resource {
     AuthorizationPolicy(Object<AuthorizationPolicySpec>),
     /// DestinationRule.
     DestinationRule(Object<DestinationRuleSpec>),
+    /// VirtualService.
+    VirtualService(Object<virtual_service::VirtualServiceSpec>),
     /// ServiceEntry.
     ServiceEntry(Object<ServiceEntrySpec>),
     /// Gateway.
@@ -89,6 +92,7 @@ impl Resource {
             Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
             Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Resource::DestinationRule(_) => Kind::DestinationRule,
+            Resource::VirtualService(_) => Kind::VirtualService,
             Resource::ServiceEntry(_) => Kind::ServiceEntry,
             Resource::Gateway(_) => Kind::Gateway,
             Resource::WorkloadEntry(_) => Kind::WorkloadEntry,
@@ -106,6 +110,7 @@ impl Resource {
             Resource::PeerAuthentication(o) => &o.metadata,
             Resource::AuthorizationPolicy(o) => &o.metadata,
             Resource::DestinationRule(o) => &o.metadata,
+            Resource::VirtualService(o) => &o.metadata,
             Resource::ServiceEntry(o) => &o.metadata,
             Resource::Gateway(o) => &o.metadata,
             Resource::WorkloadEntry(o) => &o.metadata,

@@ -7,6 +7,7 @@ use crate::resources::Resource;
 use crate::resources::common::PortNumber;
 
 mod networking;
+mod routes;
 mod security;
 mod traffic;
 mod workloads;
@@ -65,6 +66,7 @@ pub fn validate(resource: &Resource) -> Vec<Issue> {
         Resource::PeerAuthentication(o) => security::peer_authentication(&o.spec, &mut issues),
         Resource::AuthorizationPolicy(o) => security::authorization_policy(&o.spec, &mut issues),
         Resource::DestinationRule(o) => networking::destination_rule(&o.spec, &mut issues),
+        Resource::VirtualService(o) => routes::virtual_service(&o.spec, &mut issues),
         Resource::ServiceEntry(o) => networking::service_entry(&o.spec, &mut issues),
         Resource::Gateway(o) => networking::gateway(&o.spec, &mut issues),
         Resource::WorkloadEntry(o) => workloads::workload_entry(&o.spec, "spec", &mut issues),

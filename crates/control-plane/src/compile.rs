@@ -6,26 +6,28 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use meshward_api::v1::{
-    AccessLog, Endpoint, InboundPort, LoadBalancer as WireLb, MtlsMode as WireMtls, ProxyView,
-    ServicePort, ServiceRef, ServiceView, TlsMode as WireTls, TlsOrigination, TrafficPolicy,
-    WorkloadMeta, WorkloadView,
+    AccessLog, Endpoint, HeaderMatchView, HttpMatchView, HttpRouteView, InboundPort,
+    LoadBalancer as WireLb, MtlsMode as WireMtls, ProxyView, ServicePort, ServiceRef, ServiceView,
+    StringMatchView, SubsetView, TcpRouteView, TlsMode as WireTls, TlsOrigination, TrafficPolicy,
+    WeightedDestination, WorkloadMeta, WorkloadView, string_match_view,
 };
 use meshward_config::{
     Mesh, WorkloadInstance,
     authz::{AuthzAction, CompiledAuthz, CompiledPolicy},
     resolve::{
         endpoints::Destination,
-        names::service_fqdn,
+        names::{rule_host, service_fqdn},
         protocol::{PortProtocol, port_protocol},
         tls::Client,
         traffic::TrafficSettings,
     },
     resources::{
-        destination_rule::{ClientTls, ClientTlsMode},
+        destination_rule::{ClientTls, ClientTlsMode, Subset},
         mesh_config::AccessLogEncoding,
         peer_authentication::MtlsMode,
         service_entry::{Location, Resolution},
         traffic::{GoDuration, SimpleLb},
+        virtual_service::{Percent, RouteDestination, StringMatch},
     },
     validate::ACCESS_LOG_ANNOTATION,
 };
@@ -275,6 +277,7 @@ fn services_for(mesh: &Mesh, client: &WorkloadInstance) -> Vec<ServiceView> {
             address: entry.object.spec.cluster_ip.clone().unwrap_or_default(),
             ports,
             exact_name: false,
+            ..ServiceView::default()
         }
     });
     // A ServiceEntry host is one service per name; a wildcard host has no name to connect to.
@@ -298,10 +301,138 @@ fn services_for(mesh: &Mesh, client: &WorkloadInstance) -> Vec<ServiceView> {
                     host,
                     address: address.clone(),
                     exact_name: true,
+                    ..ServiceView::default()
                 }
             })
     });
-    services.chain(entries).collect()
+    services
+        .chain(entries)
+        .map(|mut view| {
+            attach_routes(mesh, client, &mut view);
+            view
+        })
+        .collect()
+}
+
+/// The VirtualService routes `client`'s requests to `view`'s host take: its `sourceLabels`
+/// decided here, destination hosts qualified in the VirtualService's namespace.
+fn attach_routes(mesh: &Mesh, client: &WorkloadInstance, view: &mut ServiceView) {
+    let caller = Client {
+        namespace: &client.namespace,
+        labels: &client.labels,
+    };
+    let Some(vs) = mesh.virtual_service_for(caller, &view.host) else {
+        return;
+    };
+    let namespace = vs.namespace();
+    let is_source = |labels: &std::collections::BTreeMap<String, String>| {
+        labels.iter().all(|(k, v)| client.labels.get(k) == Some(v))
+    };
+    let destinations = |route: &[RouteDestination]| -> Vec<WeightedDestination> {
+        route
+            .iter()
+            .map(|d| WeightedDestination {
+                host: rule_host(&d.destination.host, namespace),
+                port: d
+                    .destination
+                    .port
+                    .and_then(|p| p.number.valid())
+                    .map_or(0, u32::from),
+                subset: d.destination.subset.clone().unwrap_or_default(),
+                // A single destination takes everything.
+                weight: if route.len() == 1 {
+                    100
+                } else {
+                    d.weight.map_or(0, |w| u32::try_from(w).unwrap_or(0))
+                },
+            })
+            .collect()
+    };
+    let ms = |d: Option<GoDuration>| {
+        d.map_or(0, |d| {
+            u32::try_from(d.0.as_millis()).unwrap_or(u32::MAX).max(1)
+        })
+    };
+    for route in &vs.object.spec.http {
+        let matches: Vec<HttpMatchView> = route
+            .matches
+            .iter()
+            .filter(|m| is_source(&m.source_labels))
+            .map(|m| HttpMatchView {
+                uri: m.uri.as_ref().map(wire_string_match),
+                headers: m
+                    .headers
+                    .iter()
+                    .map(|(name, value)| HeaderMatchView {
+                        name: name.clone(),
+                        value: Some(wire_string_match(value)),
+                    })
+                    .collect(),
+                method: m.method.as_ref().map(wire_string_match),
+                port: m.port.unwrap_or(0),
+                ignore_uri_case: m.ignore_uri_case.unwrap_or(false),
+            })
+            .collect();
+        // A route whose every match needs labels the client lacks never applies to it.
+        if !route.matches.is_empty() && matches.is_empty() {
+            continue;
+        }
+        let fault = route.fault.as_ref();
+        let delay = fault.and_then(|f| f.delay.as_ref());
+        let abort = fault.and_then(|f| f.abort.as_ref());
+        let percent = |p: Option<Percent>, legacy: Option<i64>| {
+            p.map(|p| p.value)
+                .or(legacy.map(|p| p as f64))
+                .unwrap_or(100.0)
+        };
+        view.http_routes.push(HttpRouteView {
+            name: route.name.clone().unwrap_or_default(),
+            matches,
+            destinations: destinations(&route.route),
+            timeout_ms: ms(route.timeout),
+            retry_attempts: route
+                .retries
+                .as_ref()
+                .map_or(0, |r| u32::try_from(r.attempts).unwrap_or(0)),
+            per_try_timeout_ms: ms(route.retries.as_ref().and_then(|r| r.per_try_timeout)),
+            retry_on: route
+                .retries
+                .as_ref()
+                .and_then(|r| r.retry_on.clone())
+                .unwrap_or_default(),
+            delay_ms: ms(delay.and_then(|d| d.fixed_delay)),
+            delay_percent: delay.map_or(0.0, |d| percent(d.percentage, d.percent)),
+            abort_status: abort
+                .and_then(|a| a.http_status)
+                .map_or(0, |s| u32::try_from(s).unwrap_or(0)),
+            abort_percent: abort.map_or(0.0, |a| percent(a.percentage, None)),
+        });
+    }
+    for route in &vs.object.spec.tcp {
+        let matches: Vec<_> = route
+            .matches
+            .iter()
+            .filter(|m| is_source(&m.source_labels))
+            .collect();
+        if !route.matches.is_empty() && matches.is_empty() {
+            continue;
+        }
+        view.tcp_routes.push(TcpRouteView {
+            ports: matches.iter().filter_map(|m| m.port).collect(),
+            destinations: destinations(&route.route),
+        });
+    }
+    view.routes_source = format!("{namespace}/{}", vs.object.metadata.name);
+}
+
+fn wire_string_match(m: &StringMatch) -> StringMatchView {
+    StringMatchView {
+        kind: Some(match m {
+            StringMatch::Exact(v) => string_match_view::Kind::Exact(v.clone()),
+            StringMatch::Prefix(v) => string_match_view::Kind::Prefix(v.clone()),
+            StringMatch::Regex(v) => string_match_view::Kind::Regex(v.clone()),
+        }),
+    }
 }
 
 /// The ports of one destination as `caller` reaches it under the name `host`.
@@ -317,28 +448,10 @@ fn service_ports(
         .into_iter()
         .map(|port| {
             let declared = mesh.destination_rule_tls(caller, host, Some(namespace), port, None);
-            let endpoints = destination_endpoints(mesh, destination, host, port)
-                .into_iter()
-                .filter_map(|ep| {
-                    let decision = mesh.client_tls(caller, host, Some(namespace), port, None, &ep);
-                    Some(Endpoint {
-                        address: ep.address.clone()?,
-                        port: u32::from(ep.port),
-                        identity: ep.identity.clone().unwrap_or_default(),
-                        has_sidecar: ep.sidecar,
-                        workload: ep
-                            .workload
-                            .map(|w| format!("{}.{}", w.name, w.namespace))
-                            .unwrap_or_default(),
-                        tls_mode: wire_tls(decision.mode) as i32,
-                        tls_source: decision.source.to_string(),
-                    })
-                })
-                .collect();
             let mut view = ServicePort {
                 port: u32::from(port),
                 name: String::new(),
-                endpoints,
+                endpoints: endpoint_views(mesh, caller, destination, host, port, None),
                 tls_mode: WireTls::Unspecified as i32,
                 tls_source: "auto-mTLS".to_owned(),
                 subject_alt_names: Vec::new(),
@@ -351,6 +464,7 @@ fn service_ports(
                     port,
                     None,
                 )),
+                subsets: subset_views(mesh, caller, destination, host, port),
             };
             if let Some((tls, rule, _)) = declared {
                 view.tls_mode = wire_tls(tls.mode) as i32;
@@ -366,6 +480,81 @@ fn service_ports(
                 }
             }
             view
+        })
+        .collect()
+}
+
+/// The endpoints of `host:port` (of `subset`: those whose workload carries its labels), each
+/// with the TLS the client originates to it.
+fn endpoint_views(
+    mesh: &Mesh,
+    caller: Client<'_>,
+    destination: &Destination<'_>,
+    host: &str,
+    port: u16,
+    subset: Option<&Subset>,
+) -> Vec<Endpoint> {
+    let namespace = destination.namespace();
+    destination_endpoints(mesh, destination, host, port)
+        .into_iter()
+        .filter(|ep| {
+            subset.is_none_or(|s| {
+                ep.workload
+                    .is_some_and(|w| s.labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+            })
+        })
+        .filter_map(|ep| {
+            let name = subset.map(|s| s.name.as_str());
+            let decision = mesh.client_tls(caller, host, Some(namespace), port, name, &ep);
+            Some(Endpoint {
+                address: ep.address.clone()?,
+                port: u32::from(ep.port),
+                identity: ep.identity.clone().unwrap_or_default(),
+                has_sidecar: ep.sidecar,
+                workload: ep
+                    .workload
+                    .map(|w| format!("{}.{}", w.name, w.namespace))
+                    .unwrap_or_default(),
+                tls_mode: wire_tls(decision.mode) as i32,
+                tls_source: decision.source.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The DestinationRule subsets of `host:port`: their endpoints, and their traffic policy and
+/// TLS merged over the port's (Istio: "subset policies apply when a route sends traffic to the
+/// subset").
+fn subset_views(
+    mesh: &Mesh,
+    caller: Client<'_>,
+    destination: &Destination<'_>,
+    host: &str,
+    port: u16,
+) -> Vec<SubsetView> {
+    let namespace = destination.namespace();
+    mesh.subset_names(caller, host, Some(namespace))
+        .into_iter()
+        .filter_map(|name| {
+            let subset = mesh.subset(caller, host, Some(namespace), &name)?;
+            let tls = mesh.destination_rule_tls(caller, host, Some(namespace), port, Some(&name));
+            let origination = tls
+                .filter(|(tls, _, _)| {
+                    matches!(tls.mode, ClientTlsMode::Simple | ClientTlsMode::Mutual)
+                })
+                .map(|(tls, _, _)| origination(&tls, destination, host));
+            Some(SubsetView {
+                endpoints: endpoint_views(mesh, caller, destination, host, port, Some(subset)),
+                traffic: wire_traffic(&mesh.traffic_settings(
+                    caller,
+                    host,
+                    Some(namespace),
+                    port,
+                    Some(&name),
+                )),
+                origination,
+                name,
+            })
         })
         .collect()
 }

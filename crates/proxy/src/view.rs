@@ -5,6 +5,7 @@
 pub mod policy;
 pub mod proto;
 mod resolve;
+pub mod routes;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -98,6 +99,12 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     /// A ServiceEntry host: answers to `host` only, not to Kubernetes short names.
     pub exact_name: bool,
+    /// VirtualService HTTP routes; empty: every request to a port goes to its endpoints.
+    pub http_routes: Vec<routes::HttpRoute>,
+    /// VirtualService TCP routes.
+    pub tcp_routes: Vec<routes::TcpRoute>,
+    /// The VirtualService (`ns/name`), empty when none.
+    pub routes_source: String,
     #[serde(skip)]
     labels: OnceLock<Arc<ServiceLabels>>,
 }
@@ -118,6 +125,9 @@ impl Service {
             address,
             ports,
             exact_name: false,
+            http_routes: Vec::new(),
+            tcp_routes: Vec::new(),
+            routes_source: String::new(),
             labels: OnceLock::new(),
         }
     }
@@ -232,6 +242,9 @@ pub struct ServicePort {
     pub origination: Option<Arc<Origination>>,
     /// Load balancing, limits, outlier detection.
     pub policy: Arc<Policy>,
+    /// DestinationRule subsets of this port (for VirtualService routes), each with its own
+    /// endpoints, policy and TLS.
+    pub subsets: BTreeMap<String, ServicePort>,
     #[serde(skip)]
     next: AtomicUsize,
 }
@@ -296,6 +309,7 @@ impl ServicePort {
             endpoints,
             origination: None,
             policy: Arc::default(),
+            subsets: BTreeMap::new(),
             next: AtomicUsize::new(0),
         }
     }

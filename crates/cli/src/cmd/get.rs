@@ -61,7 +61,7 @@ fn canonical_kind(name: &str) -> anyhow::Result<&'static str> {
     match Kind::from_name(name) {
         Some(kind) => Ok(kind.as_str()),
         None => bail!(
-            "unknown kind {name:?}: use peerauthentication (pa), authorizationpolicy (ap), destinationrule (dr), serviceentry (se), gateway (gw), workloadentry (we), service (svc), namespace (ns) or workload"
+            "unknown kind {name:?}: use peerauthentication (pa), authorizationpolicy (ap), destinationrule (dr), virtualservice (vs), serviceentry (se), gateway (gw), workloadentry (we), service (svc), namespace (ns) or workload"
         ),
     }
 }
@@ -190,6 +190,7 @@ fn columns(kind: &str, wide: bool) -> Vec<(&'static str, &'static str)> {
         "PeerAuthentication" => vec![("MODE", "/spec/mtls/mode")],
         "AuthorizationPolicy" => vec![("ACTION", "/spec/action")],
         "DestinationRule" => vec![("HOST", "/spec/host")],
+        "VirtualService" => vec![("GATEWAYS", "/spec/gateways"), ("HOSTS", "/spec/hosts")],
         "ServiceEntry" => vec![
             ("HOSTS", "/spec/hosts"),
             ("LOCATION", "/spec/location"),
@@ -255,6 +256,7 @@ mod tests {
             ("PeerAuthentication", "PeerAuthentication"),
             ("authorizationpolicies", "AuthorizationPolicy"),
             ("dr", "DestinationRule"),
+            ("vs", "VirtualService"),
             ("serviceentries", "ServiceEntry"),
             ("svc", "Service"),
             ("ns", "Namespace"),
@@ -263,7 +265,7 @@ mod tests {
         ] {
             assert_eq!(canonical_kind(name).unwrap(), kind, "{name}");
         }
-        assert!(canonical_kind("virtualservice").is_err());
+        assert!(canonical_kind("sidecar").is_err());
     }
 
     #[test]

@@ -197,7 +197,7 @@ impl Mesh {
     /// "DR lookup order: client namespace → service namespace → meshConfig.rootNamespace.
     /// exportTo controls visibility, not lookup." Within a namespace the most specific host
     /// wins (exact name over `*.ns.svc.cluster.local` over `*.local`).
-    fn destination_rules_for(
+    pub(crate) fn destination_rules_for(
         &self,
         client: Client<'_>,
         host: &str,

@@ -23,6 +23,12 @@ fn ap(spec: &str) -> String {
     )
 }
 
+fn vs(spec: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: r, namespace: ns}}\nspec: {spec}\n"
+    )
+}
+
 fn dr(spec: &str) -> String {
     format!(
         "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: r, namespace: ns}}\nspec: {spec}\n"
@@ -466,6 +472,58 @@ fn validation_rules() {
             Severity::Error,
             "spec.trafficPolicy.tunnel",
             "not supported",
+        ),
+        (
+            "validateHTTPRoute: total destination weight must be 100",
+            vs(
+                "{hosts: [a], http: [{route: [{destination: {host: a, subset: v1}, weight: 50}, {destination: {host: a, subset: v2}, weight: 40}]}]}",
+            ),
+            Severity::Error,
+            "spec.http[0].route",
+            "total destination weight 90 != 100",
+        ),
+        (
+            "validateHTTPRoute: a route needs a destination",
+            vs("{hosts: [a], http: [{match: [{uri: {prefix: /x}}]}]}"),
+            Severity::Error,
+            "spec.http[0].route",
+            "route is required",
+        ),
+        (
+            "Meshward compat: no gateways",
+            vs(
+                "{hosts: [a], gateways: [istio-system/gw], http: [{route: [{destination: {host: a}}]}]}",
+            ),
+            Severity::Error,
+            "spec.gateways[0]",
+            "not supported",
+        ),
+        (
+            "invalid regex",
+            vs(
+                "{hosts: [a], http: [{match: [{uri: {regex: '(unclosed'}}], route: [{destination: {host: a}}]}]}",
+            ),
+            Severity::Error,
+            "spec.http[0].match[0].uri.regex",
+            "invalid regex",
+        ),
+        (
+            "validateHTTPRetry: retryOn conditions",
+            vs(
+                "{hosts: [a], http: [{route: [{destination: {host: a}}], retries: {attempts: 2, retryOn: 'bogus'}}]}",
+            ),
+            Severity::Error,
+            "spec.http[0].retries.retryOn",
+            "not supported",
+        ),
+        (
+            "validateHTTPFaultInjectionAbort: status in 200..599",
+            vs(
+                "{hosts: [a], http: [{route: [{destination: {host: a}}], fault: {abort: {httpStatus: 700}}}]}",
+            ),
+            Severity::Error,
+            "spec.http[0].fault.abort.httpStatus",
+            "invalid http status",
         ),
         (
             "duplicate subsets",

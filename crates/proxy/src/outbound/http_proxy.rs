@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
-use hyper::body::Incoming;
+use http_body_util::Empty;
+use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1 as client1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -20,14 +21,15 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::MeshStream;
 use super::cluster::{Cluster, Outcome};
-use super::pool::{Conn, PoolKey, PooledBody};
+use super::pool::{Conn, PoolKey, PooledBody, UpBody};
 use super::{ConnectError, Outbound};
 use crate::access_log::Direction;
 use crate::io::accept_until;
 use crate::metrics::istio::NO_FLAGS;
-use crate::telemetry::{Exchange, Metered, Started, TcpRecord};
+use crate::telemetry::{CountedBody, Exchange, Metered, Started, TcpRecord};
 use crate::tls::{ALPN_HTTP1, ALPN_TCP};
 use crate::view::policy::Balance;
+use crate::view::routes::{Weighted, draw, select_http};
 use crate::view::{Policy, ResolveError, Route, Service, View};
 use crate::web::{Body, full, http1_server, reply, serve_until};
 
@@ -91,6 +93,26 @@ impl Refused {
         }
     }
 
+    /// No route: Envoy's 404 with response flag `NR`.
+    fn no_route(reason: &str) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            reason: reason.to_owned(),
+            flags: "NR",
+            details: "route_not_found",
+        }
+    }
+
+    /// The route's timeout fired: Envoy's 504 with response flag `UT`.
+    fn timeout() -> Self {
+        Self {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            reason: "upstream request timeout".to_owned(),
+            flags: "UT",
+            details: "upstream_response_timeout",
+        }
+    }
+
     /// A connectionPool limit is reached: Envoy's 503 with response flag `UO`.
     fn overflow(what: &str) -> Self {
         Self {
@@ -111,6 +133,60 @@ impl Refused {
             details: CONNECTION_ENDED,
         }
     }
+}
+
+/// Why a try got no answer, and whether another try may help.
+struct Failed {
+    refused: Refused,
+    /// Another try may help (a reset, a failed connection, a per-try timeout).
+    retriable: bool,
+    /// The connection was made (`connect-failure` retries only those that were not).
+    connected: bool,
+    timed_out: bool,
+}
+
+impl Failed {
+    /// A limit or a local decision: trying again changes nothing.
+    fn final_(refused: Refused) -> Self {
+        Self {
+            refused,
+            retriable: false,
+            connected: false,
+            timed_out: false,
+        }
+    }
+
+    fn connect(refused: Refused) -> Self {
+        Self {
+            refused,
+            retriable: true,
+            connected: false,
+            timed_out: false,
+        }
+    }
+
+    fn reset(refused: Refused) -> Self {
+        Self {
+            refused,
+            retriable: true,
+            connected: true,
+            timed_out: false,
+        }
+    }
+
+    fn timeout() -> Self {
+        Self {
+            refused: Refused::timeout(),
+            retriable: true,
+            connected: true,
+            timed_out: true,
+        }
+    }
+}
+
+/// Whether a fault applies to this request, `percent` out of 100.
+fn roll(percent: f64) -> bool {
+    crate::xds::random_unit() * 100.0 < percent
 }
 
 /// A resolved destination: the view it came from, the service, the chosen endpoint, and the
@@ -206,23 +282,84 @@ impl Outbound {
         ex.respond(reply(refused.status, refused.reason))
     }
 
-    /// Resolves `authority` to a service and picks an endpoint by the port's load balancer
-    /// among those not ejected; `headers` and `peer` give a consistent hash its key.
-    fn route(
+    /// The service `authority` names, with the port asked for.
+    fn service_of(
         &self,
         authority: &Authority,
         default_port: u16,
+    ) -> Result<(Arc<View>, usize, u16), Refused> {
+        let port = authority.port_u16().unwrap_or(default_port);
+        let view = Arc::clone(&self.view.borrow());
+        let (index, _) = view
+            .resolve_service(authority.host(), port)
+            .map_err(|e| Refused::resolve(&e))?;
+        Ok((view, index, port))
+    }
+
+    /// The destination a VirtualService route draws (by weight) for a request to `port`: a
+    /// service of the view, its port (the one asked for, else the service's only one) and
+    /// subset.
+    fn routed(
+        view: &View,
+        destinations: &[Weighted],
+        port: u16,
+    ) -> Result<(usize, u16, Option<String>), Refused> {
+        let d = draw(destinations, crate::xds::random_unit())
+            .ok_or_else(|| Refused::no_route("the route has no destination"))?;
+        let index = view
+            .services
+            .iter()
+            .position(|s| s.host == d.host)
+            .ok_or_else(|| {
+                Refused::no_route(&format!("route destination {} is not a service", d.host))
+            })?;
+        let ports = &view.services[index].ports;
+        let port = match d.port {
+            Some(p) => p,
+            None if ports.iter().any(|p| p.port == port) => port,
+            None if ports.len() == 1 => ports[0].port,
+            None => port,
+        };
+        Ok((index, port, d.subset.clone()))
+    }
+
+    /// Picks an endpoint of `service:port` (of `subset`) by the load balancer among those not
+    /// ejected; `headers` and `peer` give a consistent hash its key.
+    fn destination(
+        &self,
+        view: Arc<View>,
+        (index, port, subset): (usize, u16, Option<String>),
         headers: &HeaderMap,
         peer: SocketAddr,
     ) -> Result<Resolved, Refused> {
-        let port = authority.port_u16().unwrap_or(default_port);
-        let view = Arc::clone(&self.view.borrow());
-        let (index, service_port) = view
-            .resolve_service(authority.host(), port)
-            .map_err(|e| Refused::resolve(&e))?;
-        let cluster = self
-            .clusters
-            .get(&format!("outbound|{port}||{}", view.services[index].host));
+        let service = &view.services[index];
+        let whole = service
+            .ports
+            .iter()
+            .find(|p| p.port == port)
+            .ok_or_else(|| {
+                Refused::resolve(&ResolveError::UnknownPort {
+                    host: service.host.clone(),
+                    port,
+                })
+            })?;
+        let service_port = match &subset {
+            None => whole,
+            Some(name) => whole.subsets.get(name).ok_or_else(|| Refused {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                reason: format!(
+                    "no subset {name} of {}:{port} (no DestinationRule defines it)",
+                    service.host
+                ),
+                flags: "UH",
+                details: "no_healthy_upstream",
+            })?,
+        };
+        let cluster = self.clusters.get(&format!(
+            "outbound|{port}|{}|{}",
+            subset.as_deref().unwrap_or_default(),
+            service.host
+        ));
         let ip = peer.ip().to_string();
         let key = match &service_port.policy.balance {
             Balance::Hash(Some(header)) => headers.get(header.as_str()).map(HeaderValue::as_bytes),
@@ -238,7 +375,7 @@ impl Outbound {
         let policy = Arc::clone(&service_port.policy);
         let endpoints = service_port.endpoints.len();
         Ok(Resolved {
-            view,
+            view: Arc::clone(&view),
             service: index,
             port,
             route,
@@ -294,7 +431,23 @@ impl Outbound {
             Some(a) if a.port_u16().is_some() => a,
             _ => return self.refuse(ex, None, Refused::bad_request("CONNECT needs host:port")),
         };
-        let resolved = match self.route(&authority, 0, req.headers(), peer) {
+        let resolved = match self
+            .service_of(&authority, 0)
+            .and_then(|(view, index, port)| {
+                let routes = &view.services[index].tcp_routes;
+                let target = if routes.is_empty() {
+                    (index, port, None)
+                } else {
+                    let route = routes
+                        .iter()
+                        .find(|r| r.ports.is_empty() || r.ports.contains(&port))
+                        .ok_or_else(|| {
+                            Refused::no_route("no TCP route of the VirtualService matches")
+                        })?;
+                    Self::routed(&view, &route.destinations, port)?
+                };
+                self.destination(Arc::clone(&view), target, req.headers(), peer)
+            }) {
             Ok(r) => r,
             Err(refused) => return self.refuse(ex, None, refused),
         };
@@ -360,20 +513,48 @@ impl Outbound {
                 );
             }
         };
-        let resolved = match self.route(&authority, 80, &parts.headers, peer) {
-            Ok(r) => r,
+        let (view, index, port) = match self.service_of(&authority, 80) {
+            Ok(found) => found,
             Err(refused) => return self.refuse(ex, None, refused),
         };
-        let service = resolved.service();
-        let route = resolved.route.clone();
-        let service_labels = service.map(Service::labels);
-        let limits = &resolved.policy.limits;
-        // `http2MaxRequests`: requests in flight to the whole destination.
-        let Some(_request) = resolved.cluster.request(limits) else {
-            let refused = self.overflow(&resolved, "http2MaxRequests");
-            return self.refuse(ex, service, refused);
+        // A VirtualService: the first route the request selects, or 404 NR.
+        let routes = &view.services[index].http_routes;
+        let route = if routes.is_empty() {
+            None
+        } else {
+            let path = parts.uri.path();
+            match select_http(routes, path, &parts.headers, &parts.method, port) {
+                Some(route) => Some(route.clone()),
+                None => {
+                    let refused = Refused::no_route("no route of the VirtualService matches");
+                    return self.refuse(ex, view.services.get(index), refused);
+                }
+            }
         };
-        let _active = resolved.cluster.start(route.address());
+        if let Some(route) = &route {
+            // Fault injection: an abort answers here, a delay holds the request first.
+            if let Some((status, percent)) = route.abort
+                && roll(percent)
+            {
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                ex.local("FI", "fault_filter_abort");
+                ex.set_link(self.unreached(view.services.get(index)));
+                return ex.respond(reply(status, "fault filter abort".to_owned()));
+            }
+            if let Some((delay, percent)) = route.delay
+                && roll(percent)
+            {
+                tokio::time::sleep(delay).await;
+            }
+        }
+        let target = match &route {
+            Some(route) => match Self::routed(&view, &route.destinations, port) {
+                Ok(target) => target,
+                Err(refused) => return self.refuse(ex, view.services.get(index), refused),
+            },
+            None => (index, port, None),
+        };
 
         // Origin form upstream; Host keeps the name the client used.
         let path = parts
@@ -390,12 +571,117 @@ impl Outbound {
         {
             parts.headers.insert(header::HOST, host);
         }
-        let mut req = ex.count_request(Request::from_parts(parts, body));
-        ex.set_path(&req);
+        // A request without a body can be sent again; one with a body is tried once.
+        let retries = route
+            .as_ref()
+            .and_then(|r| r.retries.clone())
+            .filter(|_| body.is_end_stream());
+        let head = (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.version,
+            parts.headers.clone(),
+        );
+        let first = ex.count_request(Request::from_parts(parts, UpBody::Left(body)));
+        ex.set_path(&first);
+        let timeout = route.as_ref().and_then(|r| r.timeout);
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut request = Some(first);
+        let mut tries = 0;
+        loop {
+            let req = match request.take() {
+                Some(req) => req,
+                None => {
+                    let mut again = Request::new(UpBody::Right(Empty::new()));
+                    *again.method_mut() = head.0.clone();
+                    *again.uri_mut() = head.1.clone();
+                    *again.version_mut() = head.2;
+                    *again.headers_mut() = head.3.clone();
+                    ex.count_request(again)
+                }
+            };
+            tries += 1;
+            let resolved = match self.destination(
+                Arc::clone(&view),
+                target.clone(),
+                &req.headers().clone(),
+                peer,
+            ) {
+                Ok(r) => r,
+                Err(refused) => return self.refuse(ex, view.services.get(index), refused),
+            };
+            let per_try = retries.as_ref().and_then(|r| r.per_try_timeout);
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let limit = match (per_try, left) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let attempt = self.attempt(&resolved, req, &mut ex);
+            let outcome = match limit {
+                Some(limit) => match tokio::time::timeout(limit, attempt).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(Failed::timeout()),
+                },
+                None => attempt.await,
+            };
+            let more = retries.as_ref().is_some_and(|r| tries <= r.attempts)
+                && deadline.is_none_or(|d| Instant::now() < d);
+            match outcome {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    if more && retries.as_ref().is_some_and(|r| r.on.status(status)) {
+                        tracing::debug!(status, tries, "retrying");
+                        self.telemetry
+                            .metrics()
+                            .record_upstream_event(resolved.cluster.name(), "retry");
+                        continue;
+                    }
+                    ex.upstream_responded();
+                    return ex.respond(resp);
+                }
+                Err(failed) => {
+                    if failed.retriable
+                        && more
+                        && retries
+                            .as_ref()
+                            .is_some_and(|r| r.on.failure(failed.connected))
+                    {
+                        tracing::debug!(reason = %failed.refused.reason, tries, "retrying");
+                        self.telemetry
+                            .metrics()
+                            .record_upstream_event(resolved.cluster.name(), "retry");
+                        continue;
+                    }
+                    let refused =
+                        if failed.timed_out && deadline.is_some_and(|d| Instant::now() >= d) {
+                            Refused::timeout()
+                        } else {
+                            failed.refused
+                        };
+                    return self.refuse(ex, resolved.service(), refused);
+                }
+            }
+        }
+    }
 
-        // An idle connection first (a request it could not even send is retried on the next);
-        // else a new one within `maxConnections`; else wait in the `http1MaxPendingRequests`
-        // queue for either, up to the connect timeout.
+    /// One try of a request on `resolved`: an idle pooled connection first (a request it could
+    /// not even send moves on to the next), else a new one within `maxConnections`, else a wait
+    /// in the `http1MaxPendingRequests` queue for either, up to the connect timeout.
+    async fn attempt(
+        &self,
+        resolved: &Resolved,
+        mut req: Request<CountedBody<UpBody>>,
+        ex: &mut Exchange,
+    ) -> Result<Response<PooledBody>, Failed> {
+        let service = resolved.service();
+        let service_labels = service.map(Service::labels);
+        let route = resolved.route.clone();
+        let limits = &resolved.policy.limits;
+        // `http2MaxRequests`: requests in flight to the whole destination.
+        let Some(_request) = resolved.cluster.request(limits) else {
+            return Err(Failed::final_(self.overflow(resolved, "http2MaxRequests")));
+        };
+        let _active = resolved.cluster.start(route.address());
         let deadline = Instant::now() + limits.connect_timeout.unwrap_or(self.timeouts.connect);
         let key: PoolKey = (Arc::from(resolved.cluster.name()), route.clone());
         let mut queued = None;
@@ -411,20 +697,18 @@ impl Outbound {
                     Some(labels) => conn.link.for_service(Arc::clone(labels)),
                     None => Arc::clone(&conn.link),
                 };
+                ex.set_link(link);
                 match conn.sender.try_send_request(req).await {
                     Ok(resp) => {
-                        self.outcome(&resolved, Outcome::Status(resp.status().as_u16()));
-                        ex.set_link(link);
-                        ex.upstream_responded();
-                        return ex.respond(self.pooled(resp, key, conn));
+                        self.outcome(resolved, Outcome::Status(resp.status().as_u16()));
+                        return Ok(self.pooled(resp, key, conn));
                     }
                     Err(mut err) => match err.take_message() {
                         Some(unsent) => req = unsent,
                         None => {
-                            self.outcome(&resolved, Outcome::Failure);
-                            ex.set_link(link);
+                            self.outcome(resolved, Outcome::Failure);
                             let reason = format!("upstream request failed: {}", err.into_error());
-                            return self.refuse(ex, service, Refused::upstream(reason));
+                            return Err(Failed::reset(Refused::upstream(reason)));
                         }
                     },
                 }
@@ -435,33 +719,32 @@ impl Outbound {
             if queued.is_none() {
                 queued = resolved.cluster.pending(limits);
                 if queued.is_none() {
-                    let refused = self.overflow(&resolved, "http1MaxPendingRequests");
-                    return self.refuse(ex, service, refused);
+                    return Err(Failed::final_(
+                        self.overflow(resolved, "http1MaxPendingRequests"),
+                    ));
                 }
             }
             if Instant::now() >= deadline {
-                let refused = self.overflow(&resolved, "no connection within the connect timeout");
-                return self.refuse(ex, service, refused);
+                let refused = self.overflow(resolved, "no connection within the connect timeout");
+                return Err(Failed::final_(refused));
             }
             tokio::time::sleep(PENDING_POLL).await;
         };
         drop(queued);
 
-        let server = match self.connect_resolved(&resolved, ALPN_HTTP1).await {
-            Ok(s) => s,
-            Err(e) => return self.refuse(ex, service, Refused::connect(&e)),
-        };
+        let server = self
+            .connect_resolved(resolved, ALPN_HTTP1)
+            .await
+            .map_err(|e| Failed::connect(Refused::connect(&e)))?;
         let link = self.link(resolved.service_port(), &route, &server, true);
         ex.set_link(Arc::clone(&link));
         // The connection (pooled between requests) closes when its server is revoked.
         let revoked = self.until_server_revoked(&route, &server);
-        let (mut sender, conn) = match client1::handshake(TokioIo::new(server)).await {
-            Ok(pair) => pair,
-            Err(e) => {
-                let reason = format!("upstream HTTP handshake: {e}");
-                return self.refuse(ex, service, Refused::upstream(reason));
-            }
-        };
+        let (mut sender, conn) = client1::handshake(TokioIo::new(server))
+            .await
+            .map_err(|e| {
+                Failed::reset(Refused::upstream(format!("upstream HTTP handshake: {e}")))
+            })?;
         // The connection's slot is held for as long as the connection lives.
         tokio::spawn(async move {
             tokio::select! {
@@ -476,15 +759,15 @@ impl Outbound {
         });
         match sender.send_request(req).await {
             Ok(resp) => {
-                self.outcome(&resolved, Outcome::Status(resp.status().as_u16()));
-                ex.upstream_responded();
+                self.outcome(resolved, Outcome::Status(resp.status().as_u16()));
                 let conn = Conn::new(sender, link, limits.max_requests_per_connection);
-                ex.respond(self.pooled(resp, key, conn))
+                Ok(self.pooled(resp, key, conn))
             }
             Err(e) => {
-                self.outcome(&resolved, Outcome::Failure);
-                let reason = format!("upstream request failed: {e}");
-                self.refuse(ex, service, Refused::upstream(reason))
+                self.outcome(resolved, Outcome::Failure);
+                Err(Failed::reset(Refused::upstream(format!(
+                    "upstream request failed: {e}"
+                ))))
             }
         }
     }

@@ -23,7 +23,11 @@ const IDLE_PER_ROUTE: usize = 16;
 /// Routes with idle connections kept at once.
 const ROUTES: usize = 1024;
 
-type Sender = SendRequest<CountedBody>;
+/// A request body toward an upstream: the client's, or an empty one when a request without a
+/// body is sent again (retries).
+pub(crate) type UpBody = http_body_util::Either<Incoming, http_body_util::Empty<Bytes>>;
+
+type Sender = SendRequest<CountedBody<UpBody>>;
 
 /// An upstream connection between requests.
 #[derive(Debug)]

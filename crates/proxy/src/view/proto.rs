@@ -14,6 +14,7 @@ use rustls_pki_types::{DnsName, ServerName};
 
 use super::{
     Address, Endpoint, Origination, Policy, Service, ServicePort, TelemetryView, TlsMode, View,
+    routes,
 };
 use crate::access_log::AccessLogFormat;
 use crate::config::MtlsMode;
@@ -49,7 +50,7 @@ pub enum InvalidView {
     },
 }
 
-fn field(field: impl Into<String>, reason: impl Into<String>) -> InvalidView {
+pub(super) fn field(field: impl Into<String>, reason: impl Into<String>) -> InvalidView {
     InvalidView::Field {
         field: field.into(),
         reason: reason.into(),
@@ -247,12 +248,14 @@ fn service(s: pb::ServiceView) -> Result<Service, InvalidView> {
         .into_iter()
         .map(|p| service_port(p, &at))
         .collect::<Result<_, _>>()?;
-    let service = Service::new(s.host, s.name, s.namespace, address, ports);
-    Ok(if s.exact_name {
-        service.exact()
-    } else {
-        service
-    })
+    let mut service = Service::new(s.host, s.name, s.namespace, address, ports);
+    service.exact_name = s.exact_name;
+    bounded(&s.http_routes, &at)?;
+    bounded(&s.tcp_routes, &at)?;
+    service.http_routes = routes::http_routes(&s.http_routes, &at)?;
+    service.tcp_routes = routes::tcp_routes(&s.tcp_routes, &at)?;
+    service.routes_source = s.routes_source;
+    Ok(service)
 }
 
 fn service_port(p: pb::ServicePort, service: &str) -> Result<ServicePort, InvalidView> {
@@ -280,11 +283,26 @@ fn service_port(p: pb::ServicePort, service: &str) -> Result<ServicePort, Invali
             "SIMPLE/MUTUAL endpoints need the origination settings",
         ));
     }
+    bounded(&p.subsets, &at)?;
+    let mut subsets = BTreeMap::new();
+    for subset in p.subsets {
+        let sub_at = format!("{at}.subsets[{}]", subset.name);
+        let wire = pb::ServicePort {
+            port: p.port,
+            endpoints: subset.endpoints,
+            origination: subset.origination,
+            traffic: subset.traffic,
+            subject_alt_names: p.subject_alt_names.clone(),
+            ..pb::ServicePort::default()
+        };
+        subsets.insert(subset.name, service_port(wire, &sub_at)?);
+    }
     let mut port = ServicePort::new(number, sans, endpoints);
     port.origination = origination.map(Arc::new);
     if let Some(traffic) = &p.traffic {
         port.policy = Arc::new(Policy::from_proto(traffic));
     }
+    port.subsets = subsets;
     Ok(port)
 }
 
@@ -423,8 +441,10 @@ mod tests {
                     sni: String::new(),
                     origination: None,
                     traffic: None,
+                    subsets: vec![],
                 }],
                 exact_name: false,
+                ..Default::default()
             }],
             trust_domain: "cluster.local".into(),
             workloads: vec![pb::WorkloadMeta {

@@ -1,0 +1,307 @@
+//! VirtualService rules (istio `pkg/config/validation`: `validateVirtualService`,
+//! `validateHTTPRoute`, `validateTCPRoute`), and a clear error for each field Meshward does not
+//! enforce.
+
+use std::time::Duration;
+
+use super::Issues;
+use crate::resources::virtual_service::{
+    Fault, HttpRoute, Percent, Retries, RouteDestination, StringMatch, TcpRoute, VirtualServiceSpec,
+};
+
+/// Envoy's retry conditions Meshward applies to HTTP/1.1 upstreams.
+pub(super) const RETRY_ON: [&str; 7] = [
+    "5xx",
+    "gateway-error",
+    "reset",
+    "connect-failure",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-4xx",
+];
+
+pub(super) fn virtual_service(spec: &VirtualServiceSpec, issues: &mut Issues) {
+    if spec.hosts.is_empty() {
+        issues.error("spec.hosts", "virtual service must have at least one host");
+    }
+    for (i, host) in spec.hosts.iter().enumerate() {
+        if host == "*" || host.is_empty() {
+            issues.error(
+                format!("spec.hosts[{i}]"),
+                format!("`{host}`: a mesh route needs a service host, not a wildcard"),
+            );
+        }
+    }
+    for (i, gateway) in spec.gateways.iter().enumerate() {
+        if gateway != "mesh" {
+            issues.error(
+                format!("spec.gateways[{i}]"),
+                format!("gateway `{gateway}` is not supported: Meshward runs no gateway (use `mesh` or leave it out)"),
+            );
+        }
+    }
+    if spec.tls.is_some() {
+        issues.error(
+            "spec.tls",
+            "`tls` routes are not supported by Meshward: use `tcp` routes by port",
+        );
+    }
+    if spec.http.is_empty() && spec.tcp.is_empty() {
+        issues.error("spec", "http or tcp must be provided in virtual service");
+    }
+    for (i, route) in spec.http.iter().enumerate() {
+        http_route(route, &format!("spec.http[{i}]"), issues);
+    }
+    for (i, route) in spec.tcp.iter().enumerate() {
+        tcp_route(route, &format!("spec.tcp[{i}]"), issues);
+    }
+}
+
+fn unsupported(issues: &mut Issues, base: &str, fields: &[(&str, bool)]) {
+    for (field, set) in fields {
+        if *set {
+            issues.error(
+                format!("{base}.{field}"),
+                format!("`{field}` is not supported by Meshward yet"),
+            );
+        }
+    }
+}
+
+fn http_route(route: &HttpRoute, base: &str, issues: &mut Issues) {
+    unsupported(
+        issues,
+        base,
+        &[
+            ("redirect", route.redirect.is_some()),
+            ("directResponse", route.direct_response.is_some()),
+            ("delegate", route.delegate.is_some()),
+            ("rewrite", route.rewrite.is_some()),
+            ("mirror", route.mirror.is_some()),
+            ("mirrors", route.mirrors.is_some()),
+            ("mirrorPercentage", route.mirror_percentage.is_some()),
+            ("mirrorPercent", route.mirror_percent.is_some()),
+            ("corsPolicy", route.cors_policy.is_some()),
+            ("headers", route.headers.is_some()),
+        ],
+    );
+    for (i, m) in route.matches.iter().enumerate() {
+        let at = format!("{base}.match[{i}]");
+        unsupported(
+            issues,
+            &at,
+            &[
+                ("scheme", m.scheme.is_some()),
+                ("authority", m.authority.is_some()),
+                ("queryParams", m.query_params.is_some()),
+                ("withoutHeaders", m.without_headers.is_some()),
+                ("sourceNamespace", m.source_namespace.is_some()),
+                ("gateways", m.gateways.is_some()),
+                ("statPrefix", m.stat_prefix.is_some()),
+            ],
+        );
+        if let Some(uri) = &m.uri {
+            string_match(uri, &format!("{at}.uri"), issues);
+        }
+        if let Some(method) = &m.method {
+            string_match(method, &format!("{at}.method"), issues);
+        }
+        for (name, value) in &m.headers {
+            if name.is_empty() || name.chars().any(|c| c.is_ascii_uppercase()) {
+                issues.error(
+                    format!("{at}.headers"),
+                    format!("header name `{name}` must be lowercase"),
+                );
+            }
+            string_match(value, &format!("{at}.headers.{name}"), issues);
+        }
+        if let Some(port) = m.port
+            && !(1..=65535).contains(&port)
+        {
+            issues.error(format!("{at}.port"), format!("port {port} out of range"));
+        }
+    }
+    destinations(&route.route, base, issues);
+    if let Some(timeout) = route.timeout
+        && timeout.0 < Duration::from_millis(1)
+    {
+        issues.error(format!("{base}.timeout"), "duration must be at least 1ms");
+    }
+    if let Some(retries) = &route.retries {
+        retry_policy(retries, &format!("{base}.retries"), issues);
+    }
+    if let Some(fault) = &route.fault {
+        fault_policy(fault, &format!("{base}.fault"), issues);
+    }
+}
+
+fn tcp_route(route: &TcpRoute, base: &str, issues: &mut Issues) {
+    for (i, m) in route.matches.iter().enumerate() {
+        let at = format!("{base}.match[{i}]");
+        unsupported(
+            issues,
+            &at,
+            &[
+                ("destinationSubnets", m.destination_subnets.is_some()),
+                ("sourceNamespace", m.source_namespace.is_some()),
+                ("gateways", m.gateways.is_some()),
+            ],
+        );
+        if let Some(port) = m.port
+            && !(1..=65535).contains(&port)
+        {
+            issues.error(format!("{at}.port"), format!("port {port} out of range"));
+        }
+    }
+    destinations(&route.route, base, issues);
+}
+
+fn string_match(m: &StringMatch, at: &str, issues: &mut Issues) {
+    if let StringMatch::Regex(re) = m
+        && let Err(e) = regex::Regex::new(re)
+    {
+        issues.error(format!("{at}.regex"), format!("invalid regex `{re}`: {e}"));
+    }
+}
+
+/// Istio: "route is required"; "weight must be in [0, 100]"; "total destination weight must
+/// equal 100" when there is more than one destination.
+fn destinations(route: &[RouteDestination], base: &str, issues: &mut Issues) {
+    if route.is_empty() {
+        issues.error(format!("{base}.route"), "route is required");
+    }
+    for (i, d) in route.iter().enumerate() {
+        let at = format!("{base}.route[{i}]");
+        if d.destination.host.is_empty() {
+            issues.error(
+                format!("{at}.destination.host"),
+                "destination host is required",
+            );
+        }
+        if let Some(port) = d.destination.port {
+            issues.port(format!("{at}.destination.port.number"), port.number);
+        }
+        if let Some(w) = d.weight
+            && !(0..=100).contains(&w)
+        {
+            issues.error(
+                format!("{at}.weight"),
+                format!("weight {w} must be in [0, 100]"),
+            );
+        }
+        if d.headers.is_some() {
+            issues.error(
+                format!("{at}.headers"),
+                "`headers` is not supported by Meshward yet",
+            );
+        }
+    }
+    if route.len() > 1 {
+        let total: i64 = route.iter().map(|d| d.weight.unwrap_or(0)).sum();
+        if total != 100 {
+            issues.error(
+                format!("{base}.route"),
+                format!("total destination weight {total} != 100"),
+            );
+        }
+    }
+}
+
+fn retry_policy(retries: &Retries, at: &str, issues: &mut Issues) {
+    if retries.attempts < 0 {
+        issues.error(format!("{at}.attempts"), "attempts cannot be negative");
+    }
+    if let Some(t) = retries.per_try_timeout
+        && t.0 < Duration::from_millis(1)
+    {
+        issues.error(
+            format!("{at}.perTryTimeout"),
+            "duration must be at least 1ms",
+        );
+    }
+    if let Some(on) = &retries.retry_on {
+        for condition in on.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            let status = condition
+                .parse::<u16>()
+                .is_ok_and(|s| (100..600).contains(&s));
+            if !status && !RETRY_ON.contains(&condition) {
+                issues.error(
+                    format!("{at}.retryOn"),
+                    format!(
+                        "retryOn `{condition}` is not supported: use status codes or {}",
+                        RETRY_ON.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    unsupported(
+        issues,
+        at,
+        &[
+            (
+                "retryRemoteLocalities",
+                retries.retry_remote_localities.is_some(),
+            ),
+            ("backoff", retries.backoff.is_some()),
+        ],
+    );
+}
+
+fn percent(p: Option<Percent>, at: &str, issues: &mut Issues) {
+    if let Some(p) = p
+        && !(0.0..=100.0).contains(&p.value)
+    {
+        issues.error(
+            format!("{at}.percentage.value"),
+            "percentage must be in [0, 100]",
+        );
+    }
+}
+
+fn fault_policy(fault: &Fault, at: &str, issues: &mut Issues) {
+    if fault.delay.is_none() && fault.abort.is_none() {
+        issues.error(at, "fault must have a delay or an abort");
+    }
+    if let Some(delay) = &fault.delay {
+        let at = format!("{at}.delay");
+        if delay.fixed_delay.is_none() {
+            issues.error(format!("{at}.fixedDelay"), "fixedDelay is required");
+        }
+        if delay.exponential_delay.is_some() {
+            issues.error(
+                format!("{at}.exponentialDelay"),
+                "`exponentialDelay` is not supported by Meshward",
+            );
+        }
+        percent(delay.percentage, &at, issues);
+        if let Some(p) = delay.percent
+            && !(0..=100).contains(&p)
+        {
+            issues.error(format!("{at}.percent"), "percent must be in [0, 100]");
+        }
+    }
+    if let Some(abort) = &fault.abort {
+        let at = format!("{at}.abort");
+        match abort.http_status {
+            Some(status) if (200..=599).contains(&status) => {}
+            Some(status) => issues.error(
+                format!("{at}.httpStatus"),
+                format!("invalid http status {status}"),
+            ),
+            None => issues.error(
+                format!("{at}.httpStatus"),
+                "httpStatus is required (grpcStatus and http2Error are not supported)",
+            ),
+        }
+        percent(abort.percentage, &at, issues);
+        unsupported(
+            issues,
+            &at,
+            &[
+                ("grpcStatus", abort.grpc_status.is_some()),
+                ("http2Error", abort.http2_error.is_some()),
+            ],
+        );
+    }
+}

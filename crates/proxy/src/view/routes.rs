@@ -1,0 +1,407 @@
+//! A service's VirtualService routes, as the control plane compiled them for this workload:
+//! HTTP routes matched by path, headers, method and port, each to weighted destinations (a
+//! service, port and subset) with a timeout, retries and injected faults; TCP routes by port.
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, Method};
+use meshward_api::v1 as pb;
+use regex::Regex;
+use serde::{Serialize, Serializer};
+
+use super::proto::InvalidView;
+
+/// How a string is matched.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// Equal.
+    Exact(String),
+    /// Starts with.
+    Prefix(String),
+    /// The whole value matches (RE2 syntax).
+    Regex(Regex),
+}
+
+impl Serialize for Matcher {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Exact(v) => s.collect_str(&format_args!("exact:{v}")),
+            Self::Prefix(v) => s.collect_str(&format_args!("prefix:{v}")),
+            Self::Regex(r) => s.collect_str(&format_args!("regex:{}", r.as_str())),
+        }
+    }
+}
+
+impl Matcher {
+    fn matches(&self, value: &str, ignore_case: bool) -> bool {
+        match self {
+            Self::Exact(v) if ignore_case => v.eq_ignore_ascii_case(value),
+            Self::Exact(v) => v == value,
+            Self::Prefix(v) if ignore_case => value
+                .get(..v.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(v)),
+            Self::Prefix(v) => value.starts_with(v.as_str()),
+            Self::Regex(r) => r.is_match(value),
+        }
+    }
+
+    fn from_proto(m: &pb::StringMatchView, at: &str) -> Result<Self, InvalidView> {
+        use pb::string_match_view::Kind;
+        match &m.kind {
+            Some(Kind::Exact(v)) => Ok(Self::Exact(v.clone())),
+            Some(Kind::Prefix(v)) => Ok(Self::Prefix(v.clone())),
+            // Envoy's safe_regex matches the whole value.
+            Some(Kind::Regex(v)) => Regex::new(&format!("^(?:{v})$"))
+                .map(Self::Regex)
+                .map_err(|e| super::proto::field(at, format!("regex `{v}`: {e}"))),
+            None => Err(super::proto::field(at, "empty string match")),
+        }
+    }
+}
+
+/// One `match` of an HTTP route: every condition set holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpMatch {
+    uri: Option<Matcher>,
+    #[serde(serialize_with = "header_names")]
+    headers: Vec<(HeaderName, Matcher)>,
+    method: Option<Matcher>,
+    port: Option<u16>,
+    ignore_uri_case: bool,
+}
+
+fn header_names<S: Serializer>(h: &[(HeaderName, Matcher)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(h.iter().map(|(name, m)| (name.as_str(), m)))
+}
+
+impl HttpMatch {
+    fn matches(&self, path: &str, headers: &HeaderMap, method: &Method, port: u16) -> bool {
+        self.port.is_none_or(|p| p == port)
+            && self
+                .uri
+                .as_ref()
+                .is_none_or(|m| m.matches(path, self.ignore_uri_case))
+            && self
+                .method
+                .as_ref()
+                .is_none_or(|m| m.matches(method.as_str(), false))
+            && self.headers.iter().all(|(name, m)| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| m.matches(v, false))
+            })
+    }
+}
+
+/// Where a route sends traffic, and how much of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Weighted {
+    /// A full service name of the view.
+    pub host: String,
+    /// The port; `None`: the one the client asked for.
+    pub port: Option<u16>,
+    /// A DestinationRule subset.
+    pub subset: Option<String>,
+    /// Share, out of the route's total.
+    pub weight: u32,
+}
+
+/// When a try is retried (Envoy's `retry_on`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RetryOn {
+    /// Any 5xx, connect failures and resets (`5xx`).
+    pub server_error: bool,
+    /// 502, 503, 504 (`gateway-error`).
+    pub gateway_error: bool,
+    /// No answer: reset or connect failure (`reset`, `refused-stream`).
+    pub reset: bool,
+    /// The connection could not be made (`connect-failure`).
+    pub connect_failure: bool,
+    /// These statuses (`retriable-status-codes` with numbers; 409 for `retriable-4xx`).
+    pub statuses: Vec<u16>,
+}
+
+impl RetryOn {
+    /// Parses `retryOn`; empty is Istio's default: "connect-failure, refused-stream,
+    /// unavailable, cancelled, retriable-status-codes" with 503 retriable.
+    pub fn parse(text: &str) -> Self {
+        let mut on = Self::default();
+        let text = if text.trim().is_empty() {
+            "connect-failure,refused-stream,retriable-status-codes,503"
+        } else {
+            text
+        };
+        for condition in text.split(',').map(str::trim) {
+            match condition {
+                "5xx" => on.server_error = true,
+                "gateway-error" => on.gateway_error = true,
+                "reset" | "refused-stream" => on.reset = true,
+                "connect-failure" => on.connect_failure = true,
+                "retriable-4xx" => on.statuses.push(409),
+                other => on.statuses.extend(other.parse::<u16>().ok()),
+            }
+        }
+        on
+    }
+
+    /// Whether an answer with `status` is retried.
+    pub fn status(&self, status: u16) -> bool {
+        (self.server_error && status >= 500)
+            || (self.gateway_error && matches!(status, 502..=504))
+            || self.statuses.contains(&status)
+    }
+
+    /// Whether a try that got no answer is retried (`connected`: the connection was made).
+    pub fn failure(&self, connected: bool) -> bool {
+        self.server_error
+            || self.reset
+            || (!connected && self.connect_failure)
+            || (!connected && self.gateway_error)
+    }
+}
+
+/// Retries of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Retries {
+    /// Tries after the first.
+    pub attempts: u32,
+    /// Timeout of each try.
+    pub per_try_timeout: Option<Duration>,
+    /// When.
+    pub on: RetryOn,
+}
+
+/// One HTTP route.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpRoute {
+    /// Its name, for logs.
+    pub name: String,
+    matches: Vec<HttpMatch>,
+    /// Destinations (weights out of their sum).
+    pub destinations: Vec<Weighted>,
+    /// The whole request, retries included.
+    pub timeout: Option<Duration>,
+    /// Retries.
+    pub retries: Option<Retries>,
+    /// Injected delay and the share of requests it applies to (percent).
+    pub delay: Option<(Duration, f64)>,
+    /// Injected answer and the share of requests it applies to (percent).
+    pub abort: Option<(u16, f64)>,
+}
+
+impl HttpRoute {
+    /// Whether a request selects this route.
+    pub fn matches(&self, path: &str, headers: &HeaderMap, method: &Method, port: u16) -> bool {
+        self.matches.is_empty()
+            || self
+                .matches
+                .iter()
+                .any(|m| m.matches(path, headers, method, port))
+    }
+}
+
+/// One TCP route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TcpRoute {
+    /// Ports that select it; empty: every port.
+    pub ports: Vec<u16>,
+    /// Destinations.
+    pub destinations: Vec<Weighted>,
+}
+
+/// The first route of `routes` a request selects.
+pub fn select_http<'a>(
+    routes: &'a [HttpRoute],
+    path: &str,
+    headers: &HeaderMap,
+    method: &Method,
+    port: u16,
+) -> Option<&'a HttpRoute> {
+    routes
+        .iter()
+        .find(|r| r.matches(path, headers, method, port))
+}
+
+/// A destination drawn by weight, with `unit` uniform in [0, 1).
+pub fn draw(destinations: &[Weighted], unit: f64) -> Option<&Weighted> {
+    let total: u64 = destinations.iter().map(|d| u64::from(d.weight)).sum();
+    if total == 0 {
+        return destinations.first();
+    }
+    let mut point = (unit * total as f64) as u64;
+    for d in destinations {
+        if point < u64::from(d.weight) {
+            return Some(d);
+        }
+        point -= u64::from(d.weight);
+    }
+    destinations.last()
+}
+
+fn weighted(d: &pb::WeightedDestination, at: &str) -> Result<Weighted, InvalidView> {
+    let port = match d.port {
+        0 => None,
+        p => Some(
+            u16::try_from(p)
+                .map_err(|_| super::proto::field(at, format!("port {p} out of range")))?,
+        ),
+    };
+    Ok(Weighted {
+        host: d.host.to_ascii_lowercase(),
+        port,
+        subset: (!d.subset.is_empty()).then(|| d.subset.clone()),
+        weight: d.weight,
+    })
+}
+
+/// A route's destinations (at least one).
+fn destinations(wire: &[pb::WeightedDestination], at: &str) -> Result<Vec<Weighted>, InvalidView> {
+    let destinations = wire
+        .iter()
+        .map(|d| weighted(d, at))
+        .collect::<Result<Vec<_>, _>>()?;
+    if destinations.is_empty() {
+        return Err(super::proto::field(at, "a route needs a destination"));
+    }
+    Ok(destinations)
+}
+
+fn ms(n: u32) -> Option<Duration> {
+    (n > 0).then(|| Duration::from_millis(u64::from(n)))
+}
+
+/// The HTTP routes on the wire.
+pub fn http_routes(routes: &[pb::HttpRouteView], at: &str) -> Result<Vec<HttpRoute>, InvalidView> {
+    routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let at = format!("{at}.http_routes[{i}]");
+            let matches = r
+                .matches
+                .iter()
+                .map(|m| {
+                    let headers = m
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            let name = HeaderName::try_from(h.name.as_str()).map_err(|e| {
+                                super::proto::field(&at, format!("header `{}`: {e}", h.name))
+                            })?;
+                            let value = h.value.as_ref().ok_or_else(|| {
+                                super::proto::field(&at, "header match without value")
+                            })?;
+                            Ok((name, Matcher::from_proto(value, &at)?))
+                        })
+                        .collect::<Result<_, InvalidView>>()?;
+                    Ok(HttpMatch {
+                        uri: m
+                            .uri
+                            .as_ref()
+                            .map(|u| Matcher::from_proto(u, &at))
+                            .transpose()?,
+                        headers,
+                        method: m
+                            .method
+                            .as_ref()
+                            .map(|u| Matcher::from_proto(u, &at))
+                            .transpose()?,
+                        port: u16::try_from(m.port).ok().filter(|p| *p != 0),
+                        ignore_uri_case: m.ignore_uri_case,
+                    })
+                })
+                .collect::<Result<_, InvalidView>>()?;
+            let destinations = destinations(&r.destinations, &at)?;
+            Ok(HttpRoute {
+                name: r.name.clone(),
+                matches,
+                destinations,
+                timeout: ms(r.timeout_ms),
+                retries: (r.retry_attempts > 0).then(|| Retries {
+                    attempts: r.retry_attempts.min(MAX_ATTEMPTS),
+                    per_try_timeout: ms(r.per_try_timeout_ms),
+                    on: RetryOn::parse(&r.retry_on),
+                }),
+                delay: ms(r.delay_ms).map(|d| (d, r.delay_percent.clamp(0.0, 100.0))),
+                abort: u16::try_from(r.abort_status)
+                    .ok()
+                    .filter(|s| (200..=599).contains(s))
+                    .map(|s| (s, r.abort_percent.clamp(0.0, 100.0))),
+            })
+        })
+        .collect()
+}
+
+/// Most retries of one request, whatever a route asks (bounds the work one request causes).
+const MAX_ATTEMPTS: u32 = 10;
+
+/// The TCP routes on the wire.
+pub fn tcp_routes(routes: &[pb::TcpRouteView], at: &str) -> Result<Vec<TcpRoute>, InvalidView> {
+    routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let at = format!("{at}.tcp_routes[{i}]");
+            let destinations = destinations(&r.destinations, &at)?;
+            Ok(TcpRoute {
+                ports: r
+                    .ports
+                    .iter()
+                    .filter_map(|p| u16::try_from(*p).ok())
+                    .collect(),
+                destinations,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dest(host: &str, weight: u32) -> Weighted {
+        Weighted {
+            host: host.into(),
+            port: None,
+            subset: None,
+            weight,
+        }
+    }
+
+    #[test]
+    fn weights_split_the_unit_interval() {
+        let ds = [dest("a", 90), dest("b", 10)];
+        assert_eq!(draw(&ds, 0.0).unwrap().host, "a");
+        assert_eq!(draw(&ds, 0.899).unwrap().host, "a");
+        assert_eq!(draw(&ds, 0.9).unwrap().host, "b");
+        assert_eq!(draw(&ds, 0.999).unwrap().host, "b");
+    }
+
+    #[test]
+    fn retry_on_conditions() {
+        // Envoy: "5xx ... will retry if the upstream server responds with any 5xx response
+        // code, or does not respond at all (disconnect/reset/read timeout)".
+        let on = RetryOn::parse("5xx");
+        assert!(on.status(500) && on.status(503) && !on.status(404));
+        assert!(on.failure(true) && on.failure(false));
+        let on = RetryOn::parse("gateway-error");
+        assert!(on.status(502) && !on.status(500));
+        // Istio's default: connect failures, refused streams and 503.
+        let on = RetryOn::parse("");
+        assert!(on.status(503) && !on.status(500) && on.failure(false));
+    }
+
+    #[test]
+    fn regex_matches_the_whole_value() {
+        let m = Matcher::from_proto(
+            &pb::StringMatchView {
+                kind: Some(pb::string_match_view::Kind::Regex("/v[0-9]+/.*".into())),
+            },
+            "t",
+        )
+        .unwrap();
+        assert!(m.matches("/v2/items", false));
+        assert!(!m.matches("/api/v2/items", false));
+    }
+}
