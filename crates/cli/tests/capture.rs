@@ -7,7 +7,8 @@
 
 mod support;
 
-use support::netns::{Netns, can_run};
+use meshward_local::netns::{Netns, owned_name};
+use support::netns::can_run;
 use support::{meshward, stderr, stdout};
 
 /// Istio's sidecar flags.
@@ -16,7 +17,7 @@ const ISTIO: [&str; 10] = [
 ];
 
 fn nat(ns: &Netns) -> String {
-    ns.run("iptables-save", &["-t", "nat"])
+    ns.run("iptables-save", &["-t", "nat"]).unwrap()
 }
 
 /// The `nat` table without comments and counters: what a fresh namespace has.
@@ -41,7 +42,7 @@ fn install_check_reinstall_remove() {
     if !can_run("install_check_reinstall_remove") {
         return;
     }
-    let ns = Netns::new("ipt");
+    let ns = Netns::create(&owned_name("ipt")).unwrap();
     let empty = rules_only(&nat(&ns));
     let with = |extra: &[&str]| -> Vec<String> {
         ISTIO.iter().chain(extra).map(|s| (*s).to_owned()).collect()
@@ -106,19 +107,12 @@ fn install_check_reinstall_remove() {
     }
 
     // A rule of somebody else's survives install and remove.
-    ns.run(
-        "iptables",
-        &[
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-d",
-            "192.0.2.1/32",
-            "-j",
-            "RETURN",
-        ],
-    );
+    let foreign = |op: &str| {
+        let rule = format!("-t nat {op} OUTPUT -d 192.0.2.1/32 -j RETURN");
+        ns.run("iptables", &rule.split(' ').collect::<Vec<_>>())
+            .unwrap();
+    };
+    foreign("-A");
     let out = iptables(&ns, &["remove"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let after = rules_only(&nat(&ns));
@@ -126,19 +120,7 @@ fn install_check_reinstall_remove() {
     let at = expected.iter().position(|l| l == "COMMIT").unwrap();
     expected.insert(at, "-A OUTPUT -d 192.0.2.1/32 -j RETURN".to_owned());
     assert_eq!(after, expected);
-    ns.run(
-        "iptables",
-        &[
-            "-t",
-            "nat",
-            "-D",
-            "OUTPUT",
-            "-d",
-            "192.0.2.1/32",
-            "-j",
-            "RETURN",
-        ],
-    );
+    foreign("-D");
     assert_eq!(rules_only(&nat(&ns)), empty);
 
     let out = iptables(&ns, &["remove"]);

@@ -5,6 +5,7 @@
 
 pub mod apps;
 pub mod kube_proxy;
+pub mod netns;
 pub mod plan;
 pub mod probe;
 pub mod report;

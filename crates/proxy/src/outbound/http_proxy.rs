@@ -152,7 +152,8 @@ impl Outbound {
         .await;
     }
 
-    async fn serve_conn(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
+    /// Serves one connection as the forward proxy.
+    pub(super) async fn serve_conn(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
         let me = Arc::clone(&self);
         let local = tcp.local_addr().ok();
         let svc = service_fn(move |req| Arc::clone(&me).handle(req, local, peer));

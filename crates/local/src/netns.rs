@@ -1,0 +1,247 @@
+//! Workloads as real hosts: one Linux network namespace per workload, each with its own address
+//! on a bridge, as pods on a node. The bridge lives in a namespace of its own (which is also
+//! the "node" the control plane runs on), so nothing is added to the machine's own network:
+//! no interface, no route, no address.
+//!
+//! Everything is named `mw-<pid>-<name>`, `<pid>` being the process that owns it, so what a
+//! killed run left behind is recognisable and [`reap`] removes it. Every namespace is deleted
+//! when its [`Netns`] is dropped, together with its `/etc/netns/<name>/` (the `hosts` file
+//! `ip netns exec` mounts over `/etc/hosts`, so service names resolve without DNS).
+//!
+//! Addresses are in a private /24 (10.253.x.0/24 by default), not in 127.0.0.0/8: Linux treats
+//! 127.0.0.0/8 as loopback on every interface (martian on a veth even with `route_localnet`,
+//! and the local route covers the whole /8), so two namespaces cannot talk over loopback
+//! addresses. The bridge has no uplink, so these addresses never leave the machine.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Prefix of every namespace this module creates.
+pub const PREFIX: &str = "mw-";
+
+/// Why a namespace could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetnsError {
+    /// `ip` is not installed.
+    #[error("`ip` not found: install iproute2")]
+    Missing,
+    /// A command failed (e.g. not root).
+    #[error("`{command}` failed: {stderr}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Its standard error.
+        stderr: String,
+    },
+    /// A file could not be written or a command run.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn check(command: &mut Command) -> Result<Output, NetnsError> {
+    let line = format!("{command:?}").replace('"', "");
+    let out = command.output().map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => NetnsError::Missing,
+        _ => NetnsError::Io {
+            what: line.clone(),
+            source,
+        },
+    })?;
+    if !out.status.success() {
+        return Err(NetnsError::Failed {
+            command: line,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+fn ip(args: &[&str]) -> Result<Output, NetnsError> {
+    check(Command::new("ip").args(args))
+}
+
+/// The name this process gives its namespace `name`.
+pub fn owned_name(name: &str) -> String {
+    format!("{PREFIX}{}-{name}", std::process::id())
+}
+
+/// The directory whose files `ip netns exec` mounts over `/etc` for namespace `name`.
+fn etc_dir(name: &str) -> PathBuf {
+    Path::new("/etc/netns").join(name)
+}
+
+/// One network namespace with `lo` up, deleted (with its `/etc/netns` files) when dropped.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates namespace `name` (use [`owned_name`]); an existing one of that name is replaced.
+    pub fn create(name: &str) -> Result<Self, NetnsError> {
+        if ip(&["netns", "list"])?
+            .stdout
+            .split(|b| *b == b'\n')
+            .any(|line| line.split(|b| *b == b' ').next() == Some(name.as_bytes()))
+        {
+            delete(name);
+        }
+        ip(&["netns", "add", name])?;
+        let ns = Self {
+            name: name.to_owned(),
+        };
+        ns.run("ip", &["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip netns exec NAME PROGRAM`: a command that runs inside.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+
+    /// Runs `program args` inside; its standard output.
+    pub fn run(&self, program: &str, args: &[&str]) -> Result<String, NetnsError> {
+        let out = check(self.command(program).args(args))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Writes the namespace's own `/etc/hosts` (seen by every process started inside).
+    pub fn set_hosts(&self, entries: &[(Ipv4Addr, Vec<String>)]) -> Result<(), NetnsError> {
+        let mut text = String::from("127.0.0.1 localhost\n");
+        for (addr, names) in entries {
+            text.push_str(&format!("{addr} {}\n", names.join(" ")));
+        }
+        let dir = etc_dir(&self.name);
+        let io = |what: String| move |source| NetnsError::Io { what, source };
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let file = dir.join("hosts");
+        std::fs::write(&file, text).map_err(io(format!("writing {}", file.display())))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        delete(&self.name);
+    }
+}
+
+/// Deletes namespace `name` and its `/etc/netns` files; what is already gone is fine.
+fn delete(name: &str) {
+    let _ = Command::new("ip").args(["netns", "del", name]).output();
+    let _ = std::fs::remove_dir_all(etc_dir(name));
+}
+
+/// Deletes every `mw-<pid>-…` namespace whose owner process is gone (a killed run), and every
+/// one of `owner` when given (`meshward down` for a mesh whose process died). Returns the
+/// names removed.
+pub fn reap(owner: Option<u32>) -> Vec<String> {
+    let Ok(out) = ip(&["netns", "list"]) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid.to_string()).exists();
+        if !alive || owner == Some(pid) {
+            delete(name);
+            removed.push(name.to_owned());
+        }
+    }
+    removed
+}
+
+/// A bridge in a namespace of its own, and hosts attached to it by veth pairs, in one /24.
+#[derive(Debug)]
+pub struct Network {
+    /// Dropped last: the hosts' veth peers live in it.
+    bridge: Netns,
+    subnet: [u8; 3],
+    veths: usize,
+}
+
+impl Network {
+    /// A bridge named `<owner-prefix>br` holding `br0` with the subnet's `.1`, which is also
+    /// every host's default gateway (so a Service's virtual address is routable, as on a
+    /// node, and captured before it leaves).
+    pub fn create(subnet: [u8; 3]) -> Result<Self, NetnsError> {
+        let bridge = Netns::create(&owned_name("br"))?;
+        bridge.run("ip", &["link", "add", "br0", "type", "bridge"])?;
+        bridge.run("ip", &["link", "set", "br0", "up"])?;
+        let gateway = format!("{}/24", Self::addr(subnet, 1));
+        bridge.run("ip", &["addr", "add", &gateway, "dev", "br0"])?;
+        Ok(Self {
+            bridge,
+            subnet,
+            veths: 0,
+        })
+    }
+
+    fn addr(subnet: [u8; 3], host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(subnet[0], subnet[1], subnet[2], host)
+    }
+
+    /// The bridge's address: the gateway, where the control plane listens.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Self::addr(self.subnet, 1)
+    }
+
+    /// Host `.n` of the subnet.
+    pub fn host_addr(&self, n: u8) -> Ipv4Addr {
+        Self::addr(self.subnet, n)
+    }
+
+    /// The bridge's namespace (the "node").
+    pub fn bridge(&self) -> &Netns {
+        &self.bridge
+    }
+
+    /// A new host namespace `<owner-prefix><name>` with `eth0` at `addr`/24 on the bridge.
+    pub fn host(&mut self, name: &str, addr: Ipv4Addr) -> Result<Netns, NetnsError> {
+        let ns = Netns::create(&owned_name(name))?;
+        self.veths += 1;
+        let veth = format!("v{}", self.veths);
+        self.bridge.run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns.name(),
+            ],
+        )?;
+        self.bridge
+            .run("ip", &["link", "set", &veth, "master", "br0", "up"])?;
+        ns.run("ip", &["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        ns.run("ip", &["link", "set", "eth0", "up"])?;
+        let gateway = self.gateway().to_string();
+        ns.run("ip", &["route", "add", "default", "via", &gateway])?;
+        Ok(ns)
+    }
+}
