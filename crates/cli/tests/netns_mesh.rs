@@ -19,7 +19,7 @@ use std::process::Stdio;
 
 use meshward_local::netns::{Netns, Network, owned_name};
 use support::netns::can_run;
-use support::{Running, stderr, stdout, wait_for};
+use support::{Down, Running, run_up, stderr, stdout, wait_for};
 
 const VIP: &str = "10.96.0.10";
 /// The gid the sidecars run with, exempt from capture (`meshward iptables -g`).
@@ -119,7 +119,7 @@ impl Lab {
         let out = self
             .host(host)
             .command(env!("CARGO_BIN_EXE_meshward"))
-            .args(["iptables", "-d", "15090,15021,15020", "-u", "1337"])
+            .args(["iptables", "-d", "15090,15021,15020", "-u", ""])
             .args(["-g", &PROXY_GID.to_string()])
             .output()
             .unwrap();
@@ -278,6 +278,7 @@ fn eventually(lab: &Lab, host: &str, url: &str, expect: impl Fn(i32, &str) -> bo
 }
 
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/team-app/sa/client";
+const HTTPBIN_ID: &str = "spiffe://cluster.local/ns/team-app/sa/httpbin";
 const URL: &str = "http://httpbin-svc:8080/get";
 
 #[test]
@@ -308,6 +309,14 @@ fn seed_003_matrix_with_unmodified_clients() {
             URL,
             |code, body| (code == 0 && body.contains("\"caller\": null")) == naked_served,
             &format!("{mode}: naked → httpbin-svc (served: {naked_served})"),
+        );
+        // A workload calling its own Service goes out through its sidecar and back in.
+        eventually(
+            &lab,
+            "httpbin",
+            URL,
+            |code, body| code == 0 && body.contains(HTTPBIN_ID) == mtls,
+            &format!("{mode}: httpbin → its own Service"),
         );
         // The workload address is a mesh destination too.
         let (code, body) = lab.curl("client", "http://10.253.1.3:8080/get");
@@ -390,4 +399,98 @@ fn registry_only_refuses_what_is_not_in_the_mesh() {
         |code, body| code == 0 && body.contains(CLIENT_ID),
         "mesh services still reachable under REGISTRY_ONLY",
     );
+}
+
+/// The namespaces `meshward up --netns` runs as pid `pid`.
+fn namespaces_of(pid: u32) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    stdout(&out)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("mw-{pid}-")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn up_netns_reproduces_the_seed_lab_and_down_cleans_up_after_a_crash() {
+    if !can_run("up_netns_reproduces_the_seed_lab_and_down_cleans_up_after_a_crash") {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let example = format!("{}/../../examples/team-app", env!("CARGO_MANIFEST_DIR"));
+    let out = run_up(home, &["up", "--netns", &example, "--detach"]);
+    let _down = Down(home);
+    let report = stdout(&out);
+    assert!(out.status.success(), "{report}{}", stderr(&out));
+    // (row, what it must say)
+    for (from, says) in [
+        ("team-app    httpbin", "8080/STRICT"),
+        ("client.team-app", "allowed (HTTP/1.1 200 OK)"),
+        ("httpbin.team-app", "allowed (HTTP/1.1 200 OK)"),
+        ("naked.team-app", "refused"),
+    ] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(from))
+            .unwrap_or_default();
+        assert!(line.contains(says), "{from}: {says}\n{report}");
+    }
+
+    // The seed's commands, unchanged: no proxy variables, names from the namespace's hosts.
+    let exec = |workload: &str| {
+        run_up(
+            home,
+            &[
+                "exec",
+                workload,
+                "--",
+                "sh",
+                "-c",
+                "env | grep -ci proxy; curl -s -m 5 http://httpbin-svc:8080/get",
+            ],
+        )
+    };
+    let out = exec("client.team-app");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("0\n"), "proxy variables set: {text}");
+    assert!(
+        text.contains("spiffe://cluster.local/ns/team-app/sa/default"),
+        "{text}"
+    );
+    let out = exec("naked.team-app");
+    assert!(
+        !out.status.success(),
+        "naked must be refused: {}",
+        stdout(&out)
+    );
+
+    // A killed `up` leaves its namespaces; `down` finds and removes them.
+    let mesh: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("up/mesh.json")).unwrap()).unwrap();
+    let pid = u32::try_from(mesh["pid"].as_u64().unwrap()).unwrap();
+    assert_eq!(namespaces_of(pid).len(), 4, "{:?}", namespaces_of(pid));
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    wait_for(
+        || !Path::new(&format!("/proc/{pid}")).exists(),
+        "meshward up killed",
+    );
+    assert_eq!(namespaces_of(pid).len(), 4);
+    let out = run_up(home, &["down"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("removed network namespaces"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(namespaces_of(pid).is_empty(), "{:?}", namespaces_of(pid));
+    assert!(!Path::new(&format!("/etc/netns/mw-{pid}-client.team-app")).exists());
 }

@@ -13,6 +13,6 @@ pub mod state;
 pub mod supervisor;
 pub mod up;
 
-pub use plan::{Plan, Subnet, plan};
+pub use plan::{Layout, Plan, Subnet, plan, plan_in};
 pub use state::{RunningMesh, StateDir};
 pub use up::{UpError, UpOptions};

@@ -245,3 +245,100 @@ impl Network {
         Ok(ns)
     }
 }
+
+/// The hosts of one `meshward up --netns`: the network and a namespace per workload, with
+/// service names in each one's `/etc/hosts`, the capture installed where a sidecar runs and,
+/// where none runs, kube-proxy's rewrite of Service addresses to an endpoint. Dropping it
+/// deletes them all.
+#[derive(Debug)]
+pub struct Pods {
+    /// Dropped first.
+    pods: Vec<Netns>,
+    network: Network,
+}
+
+impl Pods {
+    /// Sets up every host of `plan`. `exe` is the `meshward` binary (it installs the capture).
+    pub fn create(plan: &crate::Plan, exe: &Path) -> Result<Self, NetnsError> {
+        let [a, b, c, _] = crate::plan::NETNS_SUBNET_NODE;
+        let mut network = Network::create([a, b, c])?;
+        let mut pods = Vec::new();
+        for w in &plan.workloads {
+            if w.netns.is_none() {
+                continue;
+            }
+            let ns = network.host(&w.id(), w.address)?;
+            ns.set_hosts(&hosts_entries(plan, &w.namespace))?;
+            if w.sidecar {
+                check(
+                    ns.command(exe)
+                        .args(["iptables", "-d", "15090,15021,15020", "-u", ""])
+                        .args(["-g", &PROXY_ID.to_string()]),
+                )?;
+            } else {
+                for service in &plan.services {
+                    for (port, endpoints) in &service.ports {
+                        // kube-proxy picks an endpoint; the first one is enough here.
+                        let Some(endpoint) = endpoints.first() else {
+                            continue;
+                        };
+                        let rule = format!(
+                            "-t nat -A OUTPUT -d {}/32 -p tcp -m tcp --dport {port} -j DNAT --to-destination {endpoint}",
+                            service.address
+                        );
+                        ns.run("iptables", &rule.split(' ').collect::<Vec<_>>())?;
+                    }
+                }
+            }
+            pods.push(ns);
+        }
+        Ok(Self { pods, network })
+    }
+
+    /// Moves this process into the node's namespace (the bridge's), where the control plane
+    /// listens on the gateway address. Call before any thread is started: threads started
+    /// afterwards inherit it.
+    pub fn enter_node(&self) -> Result<(), NetnsError> {
+        let path = Path::new("/run/netns").join(self.network.bridge().name());
+        let io = |source| NetnsError::Io {
+            what: format!("entering {}", path.display()),
+            source,
+        };
+        let file = std::fs::File::open(&path).map_err(io)?;
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| io(std::io::Error::from_raw_os_error(e as i32)))
+    }
+
+    /// How many workload namespaces there are.
+    pub fn len(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.pods.is_empty()
+    }
+}
+
+/// The gid sidecars run with in `--netns` mode, exempt from capture (Istio's 1337). Only the
+/// gid: sidecars keep root's uid (`ip netns exec` needs it), and uid rules would let their
+/// connections to their own pod address skip the inbound capture.
+pub const PROXY_ID: u32 = 1337;
+
+/// Every Service's names as a pod in `namespace` resolves them, Kubernetes DNS style.
+fn hosts_entries(plan: &crate::Plan, namespace: &str) -> Vec<(Ipv4Addr, Vec<String>)> {
+    plan.services
+        .iter()
+        .map(|s| {
+            let mut names = vec![
+                s.host.clone(),
+                format!("{}.{}.svc", s.name, s.namespace),
+                format!("{}.{}", s.name, s.namespace),
+            ];
+            if s.namespace == namespace {
+                names.push(s.name.clone());
+            }
+            (s.address, names)
+        })
+        .collect()
+}

@@ -118,6 +118,35 @@ pub async fn direct(addr: SocketAddr, host: &str) -> Outcome {
     finish(attempt.await)
 }
 
+/// Probes `addr` from inside network namespace `netns` (`meshward up --netns`), as a process
+/// there would: the connection is made by a thread of its own that enters the namespace, so
+/// the namespace's capture rules and sidecar apply.
+pub async fn from_netns(netns: &str, addr: SocketAddr, host: &str) -> Outcome {
+    let path = std::path::Path::new("/run/netns").join(netns);
+    let attempt = async {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // A thread of its own: entering a namespace is per thread, and this one ends here.
+        std::thread::spawn(move || {
+            let _ = tx.send(connect_in(&path, addr));
+        });
+        let stream = rx
+            .await
+            .map_err(|_| std::io::Error::other("probe thread ended"))??;
+        request(TcpStream::from_std(stream)?, host).await
+    };
+    finish(attempt.await)
+}
+
+/// Enters the network namespace at `path` (this thread only) and connects to `addr`.
+fn connect_in(path: &std::path::Path, addr: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    let ns = std::fs::File::open(path)?;
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+    let stream = std::net::TcpStream::connect_timeout(&addr, STEP_TIMEOUT)?;
+    stream.set_nonblocking(true)?;
+    Ok(stream)
+}
+
 /// A mesh mTLS handshake (ALPN `istio`) with `addr`, bounded in time.
 async fn handshake(
     addr: SocketAddr,

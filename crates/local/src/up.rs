@@ -8,8 +8,11 @@ use meshward_identity::TrustDomain;
 use tokio::{process::Command, sync::mpsc};
 use tracing::{info, warn};
 
+use meshward_config::resources::mesh_config::OutboundTrafficMode;
+
+use crate::netns::PROXY_ID;
 use crate::{
-    plan::{Plan, PlannedService, PlannedWorkload},
+    plan::{Layout, Plan, PlannedService, PlannedWorkload},
     report,
     state::{RunningMesh, StateDir},
     supervisor::{Event, Supervisor},
@@ -78,7 +81,7 @@ pub async fn run(
 
     let trust_domain = TrustDomain::new(&plan.mesh.config().trust_domain)
         .map_err(|e| UpError::Apply(format!("trustDomain: {e}")))?;
-    let cp_ip = plan.subnet.control_plane();
+    let cp_ip = plan.layout.control_plane();
     let mut control_plane = ControlPlane::start(Settings {
         data_dir: state.data_dir(),
         grpc_addr: SocketAddr::from((cp_ip, 15012)),
@@ -93,9 +96,21 @@ pub async fn run(
         .apply(plan.sources.clone())
         .map_err(UpError::Apply)?;
 
-    let _services = crate::kube_proxy::start(&plan.services)
-        .await
-        .map_err(|e| UpError::Io(e.to_string()))?;
+    // Network namespaces: Service addresses are captured by the sidecars, or rewritten by
+    // kube-proxy's rules in the namespaces without one (`netns::Pods`).
+    let _services = if plan.layout == Layout::Netns {
+        None
+    } else {
+        Some(
+            crate::kube_proxy::start(&plan.services)
+                .await
+                .map_err(|e| UpError::Io(e.to_string()))?,
+        )
+    };
+    let policy = match plan.mesh.config().outbound_traffic_mode() {
+        OutboundTrafficMode::AllowAny => "ALLOW_ANY",
+        OutboundTrafficMode::RegistryOnly => "REGISTRY_ONLY",
+    };
 
     let (mut supervisor, mut events) = Supervisor::new(state.log_dir());
     let service_env = service_env(&plan.services);
@@ -117,7 +132,7 @@ pub async fn run(
                         .create(&w.namespace, &w.service_account, TOKEN_TTL)
                         .map_err(|e| e.to_string())?
                         .0;
-                    let mut command = Command::new(&exe);
+                    let mut command = Command::from(in_netns(w.netns.as_deref(), &exe));
                     command
                         .arg("proxy")
                         .args(["--workload", &w.id()])
@@ -127,6 +142,13 @@ pub async fn run(
                         .arg("--control-plane-root")
                         .arg(&root)
                         .env("MESHWARD_JOIN_TOKEN", token);
+                    if w.netns.is_some() {
+                        // Captured traffic, and the proxy's own exempt from capture (root
+                        // keeps its uid: `ip netns exec` needs it).
+                        command
+                            .args(["--transparent", "--outbound-traffic-policy", policy])
+                            .gid(PROXY_ID);
+                    }
                     Ok(command)
                 }),
             );
@@ -135,7 +157,7 @@ pub async fn run(
 
     let running = RunningMesh {
         pid: std::process::id(),
-        subnet: plan.subnet,
+        layout: plan.layout,
         control_plane: cp_addr.clone(),
         workloads: plan.workloads.clone(),
         services: plan.services.clone(),
@@ -220,7 +242,10 @@ async fn pending(plan: &Plan, control_plane: &ControlPlane) -> Vec<String> {
                 continue;
             }
         }
-        if !w.command.is_empty() {
+        // Inside a namespace with a sidecar the app listens on its own 127.0.0.1: the
+        // sidecar's readiness stands for the workload.
+        let app_inside = w.sidecar && w.netns.is_some();
+        if !w.command.is_empty() && !app_inside {
             for port in &w.ports {
                 let app = SocketAddr::from((w.app_address, *port));
                 if tokio::net::TcpStream::connect(app).await.is_err() {
@@ -269,7 +294,8 @@ pub fn workload_env(
     env.insert("POD_NAMESPACE".into(), workload.namespace.clone());
     env.insert("POD_IP".into(), workload.address.to_string());
     env.insert("MESHWARD_APP_IP".into(), workload.app_address.to_string());
-    if workload.sidecar {
+    // In a network namespace the capture sends everything through the sidecar: no variables.
+    if workload.sidecar && workload.netns.is_none() {
         let proxy = format!("http://{}:15001", workload.address);
         for key in ["HTTP_PROXY", "http_proxy"] {
             env.insert(key.into(), proxy.clone());
@@ -290,12 +316,13 @@ fn app_command(
     let env = workload_env(workload, services);
     let argv: Vec<String> = workload.command.iter().map(|a| expand(a, &env)).collect();
     let exe = exe.to_owned();
+    let netns = workload.netns.clone();
     move || {
         let (program, args) = argv.split_first().ok_or("empty command")?;
         let mut command = if program == "meshward" {
-            Command::new(&exe)
+            Command::from(in_netns(netns.as_deref(), &exe))
         } else {
-            Command::new(program)
+            Command::from(in_netns(netns.as_deref(), program))
         };
         command.args(args).env_clear().envs(&env);
         // `meshward` inside a shell command finds this very binary first.
@@ -307,6 +334,22 @@ fn app_command(
             command.env("PATH", joined);
         }
         Ok(command)
+    }
+}
+
+/// `program`, run inside network namespace `netns` when given (`ip netns exec`, which also
+/// mounts the namespace's own `/etc/hosts`).
+pub fn in_netns(
+    netns: Option<&str>,
+    program: impl AsRef<std::ffi::OsStr>,
+) -> std::process::Command {
+    match netns {
+        Some(ns) => {
+            let mut command = std::process::Command::new("ip");
+            command.args(["netns", "exec", ns]).arg(program);
+            command
+        }
+        None => std::process::Command::new(program),
     }
 }
 
