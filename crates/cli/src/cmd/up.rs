@@ -94,6 +94,13 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     // starts; they are deleted when `_pods` is dropped (and by the next `up`/`down` after a
     // crash).
     let _pods = if args.netns {
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt as _;
+            m.uid() == 0
+        });
+        if !root {
+            bail!("--netns needs root: it creates network namespaces and installs iptables rules");
+        }
         let removed = meshward_local::netns::reap(None);
         if !removed.is_empty() {
             eprintln!(
