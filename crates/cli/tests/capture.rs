@@ -172,6 +172,26 @@ fn dry_run_prints_the_transaction_and_bad_input_is_named() {
         assert!(stderr(&out).contains(says), "{flags:?}: {}", stderr(&out));
     }
 
+    // Without permission (another user): a clear error, nothing changed.
+    if can_run("capture without permission") {
+        let ns = Netns::create(&owned_name("noperm")).unwrap();
+        let out = ns
+            .command("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_meshward"))
+            .arg("iptables")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains("`iptables-save` failed, nothing was changed")
+                && err.contains("ermission"),
+            "{err}"
+        );
+        assert!(!nat(&ns).contains("ISTIO"));
+    }
+
     // Without the iptables tools: a clear error, nothing attempted.
     let out = meshward()
         .arg("iptables")

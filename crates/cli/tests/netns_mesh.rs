@@ -494,3 +494,49 @@ fn up_netns_reproduces_the_seed_lab_and_down_cleans_up_after_a_crash() {
     assert!(namespaces_of(pid).is_empty(), "{:?}", namespaces_of(pid));
     assert!(!Path::new(&format!("/etc/netns/mw-{pid}-client.team-app")).exists());
 }
+
+#[test]
+fn throughput_through_the_capture_under_strict() {
+    if !can_run("throughput_through_the_capture_under_strict") {
+        return;
+    }
+    let Some(wrk) = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("wrk"))
+            .find(|p| p.is_file())
+    }) else {
+        eprintln!("skipping throughput_through_the_capture_under_strict: `wrk` is not installed");
+        return;
+    };
+    let lab = lab("ALLOW_ANY");
+    eventually(
+        &lab,
+        "client",
+        URL,
+        |code, body| code == 0 && body.contains(CLIENT_ID),
+        "mTLS through the capture",
+    );
+    // Unmodified load generator in the client's namespace, keep-alive connections captured
+    // into the sidecar, mTLS to httpbin's.
+    let out = lab
+        .host("client")
+        .command(wrk)
+        .args(["-t", "2", "-c", "8", "-d", "3s", URL])
+        .output()
+        .unwrap();
+    let report = stdout(&out);
+    eprintln!("{report}");
+    assert!(out.status.success(), "{report}{}", stderr(&out));
+    let requests: u64 = report
+        .lines()
+        .find_map(|l| {
+            l.split_once(" requests in ")
+                .map(|(n, _)| n.trim().to_owned())
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(requests > 0, "{report}");
+    for failure in ["Non-2xx or 3xx responses", "Socket errors"] {
+        assert!(!report.contains(failure), "{failure}: {report}");
+    }
+}
