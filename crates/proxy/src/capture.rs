@@ -12,6 +12,11 @@ pub mod rules;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 pub use self::rules::{CaptureConfig, Cidr, FlagError, Rule, Selection};
 
@@ -49,6 +54,9 @@ pub enum Installed {
     AlreadyInPlace,
 }
 
+/// How long one iptables tool may run (e.g. waiting for another's lock) before it is killed.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn run(tool: &'static str, args: &[&str], input: Option<&str>) -> Result<String, CaptureError> {
     let mut child = Command::new(tool)
         .args(args)
@@ -69,9 +77,23 @@ fn run(tool: &'static str, args: &[&str], input: Option<&str>) -> Result<String,
             .write_all(input.as_bytes())
             .map_err(|source| CaptureError::Io { tool, source })?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|source| CaptureError::Io { tool, source })?;
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(TOOL_TIMEOUT) {
+        Ok(out) => out.map_err(|source| CaptureError::Io { tool, source })?,
+        Err(_) => {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            return Err(CaptureError::Failed {
+                tool,
+                stderr: format!("still running after {TOOL_TIMEOUT:?}: killed"),
+            });
+        }
+    };
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         return Err(CaptureError::Failed {
