@@ -470,6 +470,25 @@ fn up_netns_reproduces_the_seed_lab_and_down_cleans_up_after_a_crash() {
         stdout(&out)
     );
 
+    // The CLI on the host reaches the control plane in the node's namespace (forwarded).
+    let file = home.join("permissive.yaml");
+    let permissive = "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: mutual-tls-auth, namespace: team-app}\nspec: {mtls: {mode: PERMISSIVE}}\n";
+    std::fs::write(&file, permissive).unwrap();
+    let out = run_up(home, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_up(home, &["get", "peerauthentication", "-n", "team-app"]);
+    assert!(stdout(&out).contains("PERMISSIVE"), "{}", stdout(&out));
+    wait_for(
+        || exec("naked.team-app").status.success(),
+        "naked served once PERMISSIVE",
+    );
+    let out = run_up(home, &["mtls", "verify", "team-app"]);
+    assert!(
+        stderr(&out).contains("not supported there yet"),
+        "{}",
+        stderr(&out)
+    );
+
     // A killed `up` leaves its namespaces; `down` finds and removes them.
     let mesh: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(home.join("up/mesh.json")).unwrap()).unwrap();

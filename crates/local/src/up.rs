@@ -60,6 +60,10 @@ pub struct UpOptions {
     pub exe: PathBuf,
     /// Where to write the CLI's context file.
     pub context_path: PathBuf,
+    /// `--netns`: listeners on this machine's own network (bound before this process entered
+    /// the node's namespace) that forward to the control plane's gRPC and HTTP ports, so the
+    /// CLI reaches it from the host; the context file names them.
+    pub host_ports: Option<std::sync::Arc<[std::net::TcpListener; 2]>>,
 }
 
 /// Runs `plan` until `shutdown` resolves; calls `ready` with the report once everything runs.
@@ -95,6 +99,10 @@ pub async fn run(
     control_plane
         .apply(plan.sources.clone())
         .map_err(UpError::Apply)?;
+    if let Some(ports) = options.host_ports.as_ref() {
+        forward_control_plane(ports, &control_plane, &options.context_path)
+            .map_err(|e| UpError::Io(format!("forwarding the control plane to the host: {e}")))?;
+    }
 
     // Network namespaces: Service addresses are captured by the sidecars, or rewritten by
     // kube-proxy's rules in the namespaces without one (`netns::Pods`).
@@ -190,6 +198,41 @@ pub async fn run(
     supervisor.shutdown().await;
     state.clear();
     Ok(())
+}
+
+/// Forwards the host's listeners to the control plane's gRPC and HTTP ports (plain TCP: the
+/// CLI's TLS goes through) and points the context file at them.
+fn forward_control_plane(
+    ports: &[std::net::TcpListener; 2],
+    control_plane: &ControlPlane,
+    context_path: &std::path::Path,
+) -> std::io::Result<()> {
+    let mut context = meshward_control_plane::Context::load(context_path)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let targets = [control_plane.grpc_addr(), control_plane.http_addr()];
+    for (listener, target) in ports.iter().zip(targets) {
+        let listener = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let connect = tokio::net::TcpStream::connect(target);
+                    if let Ok(Ok(mut server)) =
+                        tokio::time::timeout(Duration::from_secs(5), connect).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+    }
+    context.server = ports[0].local_addr()?.to_string();
+    context.monitoring = ports[1].local_addr()?.to_string();
+    context
+        .store(context_path)
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// Waits until every sidecar is SYNCED and ready and every app accepts connections.

@@ -195,9 +195,17 @@ impl Target {
                  labelled istio-injection=enabled): there is no proxy configuration to show"
             );
         }
-        let running = StateDir::default_location()
-            .running()
-            .and_then(|m| m.workloads.into_iter().find(|w| w.id() == id));
+        let mesh_here = StateDir::default_location().running();
+        if mesh_here
+            .as_ref()
+            .is_some_and(|m| m.layout == meshward_local::Layout::Netns)
+        {
+            bail!(
+                "the sidecar of {id} listens inside its network namespace (`meshward up --netns`): \
+                 reading its admin port from this host is not supported yet"
+            );
+        }
+        let running = mesh_here.and_then(|m| m.workloads.into_iter().find(|w| w.id() == id));
         let address = match instance.address.as_deref() {
             Some(address) => address
                 .parse::<IpAddr>()

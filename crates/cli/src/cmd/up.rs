@@ -85,10 +85,11 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     };
     let plan = meshward_local::plan_in(&files, layout)?;
     std::fs::create_dir_all(&state.0).with_context(|| format!("creating {}", state.0.display()))?;
-    let options = UpOptions {
+    let mut options = UpOptions {
         state,
         exe: std::env::current_exe().context("locating the meshward binary")?,
         context_path: Context::default_path(),
+        host_ports: None,
     };
     // Network namespaces first, then this process moves to the node's before any thread
     // starts; they are deleted when `_pods` is dropped (and by the next `up`/`down` after a
@@ -109,6 +110,15 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             );
         }
         let pods = Pods::create(&plan, &options.exe).context("creating the network namespaces")?;
+        // Bound here, on the host's network, before leaving it: the CLI reaches the control
+        // plane through them (15012/15014 on 127.0.0.1, or any free ports).
+        let bind = |port: u16| {
+            std::net::TcpListener::bind(("127.0.0.1", port))
+                .or_else(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .context("binding the host's control-plane ports")
+        };
+        options.host_ports = Some(std::sync::Arc::new([bind(15012)?, bind(15014)?]));
         pods.enter_node()
             .context("entering the node's network namespace")?;
         Some(pods)

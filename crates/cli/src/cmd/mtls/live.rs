@@ -7,7 +7,7 @@ use meshward_api::v1::{ProxyStatus, ProxyStatusRequest};
 use meshward_config::{Mesh, resources::peer_authentication::MtlsMode};
 use meshward_control_plane::Context;
 use meshward_identity::{AllowedPeers, SpiffeId, TrustDomain};
-use meshward_local::{RunningMesh, StateDir, plan::PlannedWorkload};
+use meshward_local::{Layout, RunningMesh, StateDir, plan::PlannedWorkload};
 
 use crate::{client::ServerArgs, cmd::cert::now_unix};
 
@@ -33,6 +33,13 @@ impl Live {
         let running = StateDir::default_location().running().with_context(|| {
             format!("no mesh is running here: `{verb}` probes a mesh started with `meshward up`")
         })?;
+        if running.layout == Layout::Netns {
+            anyhow::bail!(
+                "`{verb}` probes workload addresses from this host, which a mesh started with \
+                 `--netns` keeps inside its network namespaces: not supported there yet; probe \
+                 from a workload with `meshward exec WORKLOAD.NS -- curl …`"
+            );
+        }
         let context = server.context()?;
         let trust_domain = TrustDomain::new(&context.trust_domain)?;
         let mut admin = server.admin().await?;
