@@ -276,18 +276,8 @@ impl Pods {
                         .args(["-g", &PROXY_ID.to_string()]),
                 )?;
             } else {
-                for service in &plan.services {
-                    for (port, endpoints) in &service.ports {
-                        // kube-proxy picks an endpoint; the first one is enough here.
-                        let Some(endpoint) = endpoints.first() else {
-                            continue;
-                        };
-                        let rule = format!(
-                            "-t nat -A OUTPUT -d {}/32 -p tcp -m tcp --dport {port} -j DNAT --to-destination {endpoint}",
-                            service.address
-                        );
-                        ns.run("iptables", &rule.split(' ').collect::<Vec<_>>())?;
-                    }
+                for rule in kube_proxy_rules(plan) {
+                    ns.run("iptables", &rule.split(' ').collect::<Vec<_>>())?;
                 }
             }
             pods.push(ns);
@@ -325,6 +315,33 @@ impl Pods {
 /// connections to their own pod address skip the inbound capture.
 pub const PROXY_ID: u32 = 1337;
 
+/// kube-proxy's rules for a namespace without a sidecar: each Service address and port
+/// rewritten to one of its endpoints, picked at random with equal chances (`iptables -t nat`
+/// arguments).
+fn kube_proxy_rules(plan: &crate::Plan) -> Vec<String> {
+    let mut rules = Vec::new();
+    for service in &plan.services {
+        for (port, endpoints) in &service.ports {
+            for (i, endpoint) in endpoints.iter().enumerate() {
+                let left = endpoints.len() - i;
+                let pick = if left > 1 {
+                    format!(
+                        "-m statistic --mode random --probability {:.11} ",
+                        1.0 / left as f64
+                    )
+                } else {
+                    String::new()
+                };
+                rules.push(format!(
+                    "-t nat -A OUTPUT -d {}/32 -p tcp -m tcp --dport {port} {pick}-j DNAT --to-destination {endpoint}",
+                    service.address
+                ));
+            }
+        }
+    }
+    rules
+}
+
 /// Every Service's names as a pod in `namespace` resolves them, Kubernetes DNS style.
 fn hosts_entries(plan: &crate::Plan, namespace: &str) -> Vec<(Ipv4Addr, Vec<String>)> {
     plan.services
@@ -341,4 +358,43 @@ fn hosts_entries(plan: &crate::Plan, namespace: &str) -> Vec<(Ipv4Addr, Vec<Stri
             (s.address, names)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kube_proxy_spreads_over_every_endpoint() {
+        let yaml = r#"
+apiVersion: meshward.io/v1alpha1
+kind: Workload
+metadata: {name: a, namespace: ns, labels: {app: web}}
+spec: {serviceAccount: a, sidecar: false, ports: [{port: 8080}]}
+---
+apiVersion: meshward.io/v1alpha1
+kind: Workload
+metadata: {name: b, namespace: ns, labels: {app: web}}
+spec: {serviceAccount: b, sidecar: false, ports: [{port: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: ns}
+spec: {selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
+"#;
+        let plan = crate::plan_in(&[("m.yaml".into(), yaml.into())], crate::Layout::Netns).unwrap();
+        assert_eq!(
+            kube_proxy_rules(&plan),
+            [
+                "-t nat -A OUTPUT -d 10.96.0.1/32 -p tcp -m tcp --dport 80 -m statistic --mode random --probability 0.50000000000 -j DNAT --to-destination 10.253.1.2:8080",
+                "-t nat -A OUTPUT -d 10.96.0.1/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.253.1.3:8080",
+            ]
+        );
+        let names = hosts_entries(&plan, "ns");
+        assert_eq!(
+            names[0].1,
+            ["web.ns.svc.cluster.local", "web.ns.svc", "web.ns", "web"]
+        );
+        assert_eq!(hosts_entries(&plan, "other")[0].1.len(), 3);
+    }
 }
