@@ -72,6 +72,24 @@ pub fn owned_name(name: &str) -> String {
     format!("{PREFIX}{}-{name}", std::process::id())
 }
 
+/// The node's namespace of the `meshward up --netns` running as `pid`.
+pub fn node_name(pid: u32) -> String {
+    format!("{PREFIX}{pid}-br")
+}
+
+/// Moves the calling thread — the whole process when no other thread runs yet, as threads
+/// started afterwards inherit it — into network namespace `name`.
+pub fn enter(name: &str) -> Result<(), NetnsError> {
+    let path = Path::new("/run/netns").join(name);
+    let io = |source| NetnsError::Io {
+        what: format!("entering {}", path.display()),
+        source,
+    };
+    let file = std::fs::File::open(&path).map_err(io)?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| io(std::io::Error::from_raw_os_error(e as i32)))
+}
+
 /// The directory whose files `ip netns exec` mounts over `/etc` for namespace `name`.
 fn etc_dir(name: &str) -> PathBuf {
     Path::new("/etc/netns").join(name)
@@ -185,7 +203,7 @@ impl Network {
     /// every host's default gateway (so a Service's virtual address is routable, as on a
     /// node, and captured before it leaves).
     pub fn create(subnet: [u8; 3]) -> Result<Self, NetnsError> {
-        let bridge = Netns::create(&owned_name("br"))?;
+        let bridge = Netns::create(&node_name(std::process::id()))?;
         bridge.run("ip", &["link", "add", "br0", "type", "bridge"])?;
         bridge.run("ip", &["link", "set", "br0", "up"])?;
         let gateway = format!("{}/24", Self::addr(subnet, 1));
@@ -289,14 +307,7 @@ impl Pods {
     /// listens on the gateway address. Call before any thread is started: threads started
     /// afterwards inherit it.
     pub fn enter_node(&self) -> Result<(), NetnsError> {
-        let path = Path::new("/run/netns").join(self.network.bridge().name());
-        let io = |source| NetnsError::Io {
-            what: format!("entering {}", path.display()),
-            source,
-        };
-        let file = std::fs::File::open(&path).map_err(io)?;
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| io(std::io::Error::from_raw_os_error(e as i32)))
+        enter(self.network.bridge().name())
     }
 
     /// How many workload namespaces there are.

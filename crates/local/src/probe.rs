@@ -122,12 +122,12 @@ pub async fn direct(addr: SocketAddr, host: &str) -> Outcome {
 /// there would: the connection is made by a thread of its own that enters the namespace, so
 /// the namespace's capture rules and sidecar apply.
 pub async fn from_netns(netns: &str, addr: SocketAddr, host: &str) -> Outcome {
-    let path = std::path::Path::new("/run/netns").join(netns);
+    let netns = netns.to_owned();
     let attempt = async {
         let (tx, rx) = tokio::sync::oneshot::channel();
         // A thread of its own: entering a namespace is per thread, and this one ends here.
         std::thread::spawn(move || {
-            let _ = tx.send(connect_in(&path, addr));
+            let _ = tx.send(connect_in(&netns, addr));
         });
         let stream = rx
             .await
@@ -137,11 +137,9 @@ pub async fn from_netns(netns: &str, addr: SocketAddr, host: &str) -> Outcome {
     finish(attempt.await)
 }
 
-/// Enters the network namespace at `path` (this thread only) and connects to `addr`.
-fn connect_in(path: &std::path::Path, addr: SocketAddr) -> std::io::Result<std::net::TcpStream> {
-    let ns = std::fs::File::open(path)?;
-    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+/// Enters network namespace `netns` (this thread only) and connects to `addr`.
+fn connect_in(netns: &str, addr: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    crate::netns::enter(netns).map_err(|e| std::io::Error::other(e.to_string()))?;
     let stream = std::net::TcpStream::connect_timeout(&addr, STEP_TIMEOUT)?;
     stream.set_nonblocking(true)?;
     Ok(stream)

@@ -210,8 +210,19 @@ fn forward_control_plane(
     let mut context = meshward_control_plane::Context::load(context_path)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let targets = [control_plane.grpc_addr(), control_plane.http_addr()];
-    for (listener, target) in ports.iter().zip(targets) {
-        let listener = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
+    let mut listeners = Vec::new();
+    for (host, target) in ports.iter().zip(targets) {
+        listeners.push((
+            tokio::net::TcpListener::from_std(host.try_clone()?)?,
+            target,
+        ));
+        // The same address inside the node's namespace, where `mtls verify` and `mtls debug`
+        // run their probes from.
+        let inside = std::net::TcpListener::bind(host.local_addr()?)?;
+        inside.set_nonblocking(true)?;
+        listeners.push((tokio::net::TcpListener::from_std(inside)?, target));
+    }
+    for (listener, target) in listeners {
         tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {

@@ -102,6 +102,7 @@ fn pass(step: usize, detail: &str) {
 }
 
 pub(crate) fn run(args: DebugArgs) -> anyhow::Result<ExitCode> {
+    super::live::enter_mesh_network()?;
     runtime()?.block_on(async {
         let live = Live::gather(&args.server, "mtls debug").await?;
         println!("{}.{} → {}\n", args.workload, args.namespace, args.target);
