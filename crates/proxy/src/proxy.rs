@@ -268,7 +268,12 @@ impl Proxy {
             if port == 0 {
                 continue;
             }
-            let addr = SocketAddr::new(config.address, port);
+            // Transparent mode: admin on the namespace's own loopback, as Envoy's.
+            let ip = match role {
+                Role::Admin if config.transparent.is_some() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                _ => config.address,
+            };
+            let addr = SocketAddr::new(ip, port);
             let listener = bind(what, addr).await?;
             let local = Some(listener.local_addr().unwrap_or(addr));
             match role {
