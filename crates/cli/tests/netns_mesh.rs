@@ -483,32 +483,31 @@ fn up_netns_reproduces_the_seed_lab_and_down_cleans_up_after_a_crash() {
         "naked served once PERMISSIVE",
     );
     // Debugging verbs reach into the namespaces: proxy-config reads the admin port inside,
-    // `mtls debug` walks to a live request from inside the client.
-    let out = run_up(home, &["proxy-config", "listeners", "httpbin.team-app"]);
-    assert!(
-        out.status.success() && stdout(&out).contains("10.253.1.3   8080"),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let out = run_up(
-        home,
-        &["mtls", "debug", "team-app", "client", "httpbin-svc:8080"],
-    );
-    assert!(
-        out.status.success() && stdout(&out).contains("path works"),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    // `mtls verify` probes every port from the node, as from another host of the cluster.
-    let out = run_up(home, &["mtls", "verify", "team-app"]);
-    assert!(
-        out.status.success() && stdout(&out).contains("every port behaves as its policy says"),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    // `mtls debug` walks to a live request from inside the client, `mtls verify` probes every
+    // port from the node, as from another host of the cluster.
+    // (verb, what it prints)
+    let verbs: [(&[&str], &str); 3] = [
+        (
+            &["proxy-config", "listeners", "httpbin.team-app"],
+            "10.253.1.3   8080",
+        ),
+        (
+            &["mtls", "debug", "team-app", "client", "httpbin-svc:8080"],
+            "path works",
+        ),
+        (
+            &["mtls", "verify", "team-app"],
+            "every port behaves as its policy says",
+        ),
+    ];
+    for (verb, says) in verbs {
+        let out = run_up(home, verb);
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            out.status.success() && text.contains(says),
+            "{verb:?}: {text}"
+        );
+    }
 
     // A killed `up` leaves its namespaces; `down` finds and removes them.
     let mesh: serde_json::Value =
