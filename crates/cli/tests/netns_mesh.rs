@@ -327,6 +327,31 @@ fn seed_003_matrix_with_unmodified_clients() {
         );
     }
 
+    // A DestinationRule applies to captured connections as to explicit ones: TLS off for the
+    // Service, so the client's sidecar sends plaintext (PERMISSIVE lets it in, with no caller).
+    let tls_off = r#"---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin-plain, namespace: team-app}
+spec: {host: httpbin-svc.team-app.svc.cluster.local, trafficPolicy: {tls: {mode: DISABLE}}}
+"#;
+    lab.apply(&manifests("PERMISSIVE", tls_off));
+    eventually(
+        &lab,
+        "client",
+        URL,
+        |code, body| code == 0 && body.contains("\"caller\": null"),
+        "DestinationRule tls DISABLE through the capture",
+    );
+    let out = lab.cli(&[
+        "delete",
+        "destinationrule",
+        "httpbin-plain",
+        "-n",
+        "team-app",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
     // Authorization by the caller's real address: naked's is denied, client's is not.
     let deny_naked = r#"---
 apiVersion: security.istio.io/v1
@@ -345,8 +370,13 @@ spec:
         |code, body| code == 0 && body.contains("RBAC: access denied"),
         "naked denied by ipBlocks",
     );
-    let (code, body) = lab.curl("client", URL);
-    assert!(code == 0 && body.contains(CLIENT_ID), "{code} {body}");
+    eventually(
+        &lab,
+        "client",
+        URL,
+        |code, body| code == 0 && body.contains(CLIENT_ID),
+        "client still allowed, over mTLS again",
+    );
 
     // Outside the mesh: passed through (ALLOW_ANY), from the client's own address.
     let mut lab = lab;

@@ -29,8 +29,11 @@ use crate::view::{Address, ResolveError, Route, ServicePort, View};
 /// Where a captured connection goes.
 #[derive(Debug, PartialEq, Eq)]
 enum Destination {
-    /// A mesh service port (by index in the view's services) along this route.
-    Mesh {
+    /// A Service's virtual address on one of its ports: as CONNECT to it.
+    Service,
+    /// A workload's address: that endpoint of a mesh service port (by index in the view's
+    /// services), along this route.
+    Workload {
         service: usize,
         port: u16,
         route: Route,
@@ -45,44 +48,36 @@ enum Destination {
 /// Finds `dst` in `view`: a Service's virtual address first, then a workload's address among
 /// the endpoints (that very endpoint, with the port's TLS mode and expected identities).
 fn destination(view: &View, dst: SocketAddr) -> Destination {
-    let route = |service: usize, port: &ServicePort, only: Option<usize>| {
-        let routed = match only {
-            None => port.route(),
-            Some(i) => {
-                let mut one = ServicePort::new(
-                    port.port,
-                    port.subject_alt_names.clone(),
-                    port.endpoints.get(i).cloned().into_iter().collect(),
-                );
-                one.origination.clone_from(&port.origination);
-                one.route()
-            }
-        };
-        match routed {
-            Ok(route) => Destination::Mesh {
-                service,
-                port: port.port,
-                route,
-            },
-            Err(err) => Destination::Unreachable(err),
-        }
-    };
     if view.services.iter().any(|s| s.address == Some(dst.ip())) {
         return match view.resolve_service(&dst.ip().to_string(), dst.port()) {
-            Ok((index, port)) => route(index, port, None),
+            Ok(_) => Destination::Service,
             // A Service address on a port it does not declare: not a mesh destination.
             Err(_) => Destination::External,
         };
     }
     for (index, service) in view.services.iter().enumerate() {
         for port in &service.ports {
-            if let Some(i) = port
+            let Some(i) = port
                 .endpoints
                 .iter()
                 .position(|e| e.address == Address::Ip(dst))
-            {
-                return route(index, port, Some(i));
-            }
+            else {
+                continue;
+            };
+            let mut one = ServicePort::new(
+                port.port,
+                port.subject_alt_names.clone(),
+                port.endpoints.get(i).cloned().into_iter().collect(),
+            );
+            one.origination.clone_from(&port.origination);
+            return match one.route() {
+                Ok(route) => Destination::Workload {
+                    service: index,
+                    port: port.port,
+                    route,
+                },
+                Err(err) => Destination::Unreachable(err),
+            };
         }
     }
     Destination::External
@@ -129,7 +124,13 @@ impl Outbound {
         let started = Started::now();
         let view = Arc::clone(&self.view.borrow());
         let (service, route) = match destination(&view, dst) {
-            Destination::Mesh {
+            Destination::Service => {
+                if let Err(reason) = self.tunnel_captured(client, peer, dst).await {
+                    tracing::info!(%peer, %dst, %reason, "captured connection refused");
+                }
+                return;
+            }
+            Destination::Workload {
                 service,
                 port,
                 route,
@@ -214,7 +215,15 @@ mod tests {
                     vec![ServicePort::new(
                         8080,
                         vec![],
-                        vec![ep("10.1.0.2:8080", true), ep("10.1.0.3:8080", false)],
+                        vec![
+                            ep("10.1.0.2:8080", true),
+                            ep("10.1.0.3:8080", false),
+                            Endpoint {
+                                identity: None,
+                                tls: TlsMode::IstioMutual,
+                                ..ep("10.1.0.4:8080", true)
+                            },
+                        ],
                     )],
                 ),
                 Service::new(
@@ -241,18 +250,13 @@ mod tests {
         };
         // (original destination, where it goes)
         let cases = [
-            (
-                "10.96.0.10:8080",
-                Destination::Mesh {
-                    service: 0,
-                    port: 8080,
-                    route: mtls("10.1.0.2:8080"),
-                },
-            ),
+            ("10.96.0.10:8080", Destination::Service),
             ("10.96.0.10:9999", Destination::External),
+            // No endpoints: refused as CONNECT would refuse it.
+            ("10.96.0.11:80", Destination::Service),
             (
                 "10.1.0.2:8080",
-                Destination::Mesh {
+                Destination::Workload {
                     service: 0,
                     port: 8080,
                     route: mtls("10.1.0.2:8080"),
@@ -261,7 +265,7 @@ mod tests {
             // A workload without a sidecar under auto-mTLS: plaintext to that very workload.
             (
                 "10.1.0.3:8080",
-                Destination::Mesh {
+                Destination::Workload {
                     service: 0,
                     port: 8080,
                     route: Route::Plain {
@@ -271,9 +275,12 @@ mod tests {
             ),
             ("10.1.0.2:9090", Destination::External),
             ("93.184.216.34:443", Destination::External),
+            // mTLS required, but nobody said who the server is: deny when in doubt.
             (
-                "10.96.0.11:80",
-                Destination::Unreachable(ResolveError::NoEndpoints),
+                "10.1.0.4:8080",
+                Destination::Unreachable(ResolveError::NoExpectedIdentity(
+                    "10.1.0.4:8080".parse().unwrap(),
+                )),
             ),
         ];
         for (dst, want) in cases {
