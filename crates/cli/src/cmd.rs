@@ -17,6 +17,7 @@ pub(crate) mod control_plane;
 pub(crate) mod demo;
 pub(crate) mod duration;
 pub(crate) mod get;
+pub(crate) mod iptables;
 pub(crate) mod mtls;
 pub(crate) mod proxy;
 pub(crate) mod proxy_config;

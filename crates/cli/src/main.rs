@@ -30,6 +30,9 @@ enum Command {
     Delete(cmd::get::DeleteArgs),
     /// Run the sidecar beside one workload (mTLS inbound and outbound, admin, readiness).
     Proxy(Box<cmd::proxy::ProxyArgs>),
+    /// Transparent capture in this network namespace, as Istio's init container: install, check
+    /// or remove the iptables rules.
+    Iptables(cmd::iptables::IptablesArgs),
     /// One row per proxy: sync state and certificate expiry.
     ProxyStatus(cmd::proxy_status::ProxyStatusArgs),
     /// What one sidecar runs, as istioctl proxy-config: listeners, clusters, endpoints, secret, log.
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Get(args) => cmd::get::run(args),
         Command::Delete(args) => cmd::get::run_delete(args),
         Command::Proxy(args) => cmd::proxy::run(*args),
+        Command::Iptables(args) => cmd::iptables::run(args),
         Command::ProxyStatus(args) => cmd::proxy_status::run(args),
         Command::ProxyConfig(command) => cmd::proxy_config::run(command),
         Command::Token(command) => cmd::token::run(command),

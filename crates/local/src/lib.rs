@@ -5,6 +5,7 @@
 
 pub mod apps;
 pub mod kube_proxy;
+pub mod netns;
 pub mod plan;
 pub mod probe;
 pub mod report;
@@ -12,6 +13,6 @@ pub mod state;
 pub mod supervisor;
 pub mod up;
 
-pub use plan::{Plan, Subnet, plan};
+pub use plan::{Layout, Plan, Subnet, plan, plan_in};
 pub use state::{RunningMesh, StateDir};
 pub use up::{UpError, UpOptions};

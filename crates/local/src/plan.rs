@@ -61,6 +61,68 @@ impl Subnet {
     }
 }
 
+/// Where a mesh's addresses live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Layout {
+    /// One `/16` of 127.0.0.0/8 on this host: workloads `S.1.N`, apps `S.2.N`, Services
+    /// `S.3.N`, control plane `S.0.1`; outbound through each sidecar's forward proxy.
+    Loopback(Subnet),
+    /// One network namespace per workload (`--netns`): workloads `10.253.1.N+1` on a bridge
+    /// whose `.1` is the node (control plane), apps on `127.0.0.1` inside their namespace,
+    /// Services `10.96.0.N`; traffic captured by iptables into each sidecar.
+    Netns,
+}
+
+impl Layout {
+    /// Where the control plane listens.
+    pub fn control_plane(self) -> Ipv4Addr {
+        match self {
+            Self::Loopback(subnet) => subnet.control_plane(),
+            Self::Netns => Ipv4Addr::from(NETNS_SUBNET_NODE),
+        }
+    }
+
+    /// The `n`-th workload's address (`n` from 1).
+    fn workload(self, n: u8) -> Ipv4Addr {
+        match self {
+            Self::Loopback(subnet) => subnet.addr(1, n),
+            Self::Netns => {
+                let [a, b, c, _] = NETNS_SUBNET_NODE;
+                Ipv4Addr::new(a, b, c, n.saturating_add(1))
+            }
+        }
+    }
+
+    /// Where the `n`-th workload's app listens.
+    fn app(self, n: u8, sidecar: bool) -> Ipv4Addr {
+        match (self, sidecar) {
+            (_, false) => self.workload(n),
+            (Self::Loopback(subnet), true) => subnet.addr(2, n),
+            (Self::Netns, true) => Ipv4Addr::LOCALHOST,
+        }
+    }
+
+    /// The `n`-th Service's virtual address.
+    fn service(self, n: u8) -> Ipv4Addr {
+        match self {
+            Self::Loopback(subnet) => subnet.addr(3, n),
+            Self::Netns => Ipv4Addr::new(10, 96, 0, n),
+        }
+    }
+
+    /// The most workloads a plan holds.
+    fn max_workloads(self) -> u8 {
+        match self {
+            Self::Loopback(_) => 254,
+            Self::Netns => 253,
+        }
+    }
+}
+
+/// The node's address in network-namespace mode; workloads follow it in its /24.
+pub const NETNS_SUBNET_NODE: [u8; 4] = [10, 253, 1, 1];
+
 /// One workload to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedWorkload {
@@ -82,6 +144,9 @@ pub struct PlannedWorkload {
     pub env: BTreeMap<String, String>,
     /// Its ports.
     pub ports: Vec<u16>,
+    /// The network namespace it runs in (`--netns`), `None` on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 impl PlannedWorkload {
@@ -109,8 +174,8 @@ pub struct PlannedService {
 /// Everything `meshward up` runs.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// The subnet.
-    pub subnet: Subnet,
+    /// Where the addresses live.
+    pub layout: Layout,
     /// Workloads, sorted by namespace and name.
     pub workloads: Vec<PlannedWorkload>,
     /// Services, sorted by namespace and name.
@@ -123,6 +188,12 @@ pub struct Plan {
 
 /// Plans `files` (`(name, text)` pairs) in `subnet`.
 pub fn plan(files: &[(String, String)], subnet: Subnet) -> Result<Plan, PlanError> {
+    plan_in(files, Layout::Loopback(subnet))
+}
+
+/// Plans `files` (`(name, text)` pairs) with the addresses of `layout`; in
+/// [`Layout::Netns`], each workload gets the namespace name `netns(workload id)`.
+pub fn plan_in(files: &[(String, String)], layout: Layout) -> Result<Plan, PlanError> {
     let documents = parse_all(files)?;
     let first = Mesh::new(documents.clone()).map_err(|e| PlanError::Mesh(e.to_string()))?;
     if first.workloads().is_empty() {
@@ -134,7 +205,7 @@ pub fn plan(files: &[(String, String)], subnet: Subnet) -> Result<Plan, PlanErro
     order.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     for (i, w) in order.iter().enumerate() {
         let host = u8::try_from(i + 1).map_err(|_| PlanError::TooMany("workloads"))?;
-        if host == 255 {
+        if host > layout.max_workloads() {
             return Err(PlanError::TooMany("workloads"));
         }
         workload_ips.insert((w.namespace.clone(), w.name.clone()), host);
@@ -151,7 +222,7 @@ pub fn plan(files: &[(String, String)], subnet: Subnet) -> Result<Plan, PlanErro
         }
         service_ips.insert(
             (s.namespace().to_owned(), s.object.metadata.name.clone()),
-            subnet.addr(3, host),
+            layout.service(host),
         );
     }
 
@@ -162,7 +233,7 @@ pub fn plan(files: &[(String, String)], subnet: Subnet) -> Result<Plan, PlanErro
         let fill = match &doc.resource {
             Resource::Workload(_) => workload_ips
                 .get(&(key.namespace.clone(), key.name.clone()))
-                .map(|host| ("address", subnet.addr(1, *host))),
+                .map(|host| ("address", layout.workload(*host))),
             Resource::Service(_) => service_ips
                 .get(&(key.namespace.clone(), key.name.clone()))
                 .map(|ip| ("clusterIP", *ip)),
@@ -185,16 +256,14 @@ pub fn plan(files: &[(String, String)], subnet: Subnet) -> Result<Plan, PlanErro
                 name: w.name.clone(),
                 namespace: w.namespace.clone(),
                 service_account: w.service_account.clone(),
-                address: subnet.addr(1, host),
-                app_address: if w.sidecar {
-                    subnet.addr(2, host)
-                } else {
-                    subnet.addr(1, host)
-                },
+                address: layout.workload(host),
+                app_address: layout.app(host, w.sidecar),
                 sidecar: w.sidecar,
                 command: w.command.clone(),
                 env: w.env.clone(),
                 ports: w.ports.iter().filter_map(|p| p.port.valid()).collect(),
+                netns: (layout == Layout::Netns)
+                    .then(|| crate::netns::owned_name(&format!("{}.{}", w.name, w.namespace))),
             })
         })
         .collect();
@@ -234,7 +303,7 @@ pub fn plan(files: &[(String, String)], subnet: Subnet) -> Result<Plan, PlanErro
     planned_services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
 
     Ok(Plan {
-        subnet,
+        layout,
         workloads,
         services: planned_services,
         sources,

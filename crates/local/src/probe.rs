@@ -101,10 +101,15 @@ pub async fn peer_chain(
         .unwrap_or_default())
 }
 
-/// `GET path` on `addr` in plaintext (an admin endpoint): the status line and the body, read to
-/// the end of the connection (64 KiB at most, every read bounded in time).
-pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
-    let mut stream = connect(addr).await?;
+/// `GET path` on `addr` in plaintext (an admin endpoint), from inside network namespace `netns`
+/// when given: the status line and the body, read to the end of the connection (64 KiB at
+/// most, every read bounded in time).
+pub async fn get(
+    netns: Option<&str>,
+    addr: SocketAddr,
+    path: &str,
+) -> std::io::Result<(String, String)> {
+    let mut stream = connect_from(netns, addr).await?;
     stream
         .write_all(get_request(path, &addr.to_string()).as_bytes())
         .await?;
@@ -116,6 +121,40 @@ pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(String, Strin
 pub async fn direct(addr: SocketAddr, host: &str) -> Outcome {
     let attempt = async { request(connect(addr).await?, host).await };
     finish(attempt.await)
+}
+
+/// Probes `addr` from inside network namespace `netns` (`meshward up --netns`), as a process
+/// there would: the connection is made by a thread of its own that enters the namespace, so
+/// the namespace's capture rules and sidecar apply.
+pub async fn from_netns(netns: &str, addr: SocketAddr, host: &str) -> Outcome {
+    let attempt = async { request(connect_from(Some(netns), addr).await?, host).await };
+    finish(attempt.await)
+}
+
+/// A TCP connection to `addr`, made from inside network namespace `netns` when given (by a
+/// thread of its own: entering a namespace is per thread, and that one ends there), bounded in
+/// time.
+pub async fn connect_from(netns: Option<&str>, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let Some(netns) = netns else {
+        return connect(addr).await;
+    };
+    let netns = netns.to_owned();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(connect_in(&netns, addr));
+    });
+    let stream = rx
+        .await
+        .map_err(|_| std::io::Error::other("probe thread ended"))??;
+    TcpStream::from_std(stream)
+}
+
+/// Enters network namespace `netns` (this thread only) and connects to `addr`.
+fn connect_in(netns: &str, addr: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    crate::netns::enter(netns).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let stream = std::net::TcpStream::connect_timeout(&addr, STEP_TIMEOUT)?;
+    stream.set_nonblocking(true)?;
+    Ok(stream)
 }
 
 /// A mesh mTLS handshake (ALPN `istio`) with `addr`, bounded in time.

@@ -95,7 +95,10 @@ pub async fn probe_pair(
     service: &PlannedService,
     port: u16,
 ) -> probe::Outcome {
-    if client.sidecar {
+    if let Some(netns) = &client.netns {
+        let addr = SocketAddr::from((service.address, port));
+        probe::from_netns(netns, addr, &service.name_in(&client.namespace)).await
+    } else if client.sidecar {
         probe::via_sidecar(
             SocketAddr::from((client.address, 15001)),
             &service.name_in(&client.namespace),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{PlannedService, PlannedWorkload, Subnet};
+use crate::plan::{Layout, PlannedService, PlannedWorkload};
 
 /// What a running `meshward up` publishes about itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -13,8 +13,8 @@ use crate::plan::{PlannedService, PlannedWorkload, Subnet};
 pub struct RunningMesh {
     /// Process ID of `meshward up`.
     pub pid: u32,
-    /// The subnet.
-    pub subnet: Subnet,
+    /// Where its addresses live.
+    pub layout: Layout,
     /// The control plane's gRPC address.
     pub control_plane: String,
     /// The workloads.

@@ -8,8 +8,11 @@ use meshward_identity::TrustDomain;
 use tokio::{process::Command, sync::mpsc};
 use tracing::{info, warn};
 
+use meshward_config::resources::mesh_config::OutboundTrafficMode;
+
+use crate::netns::PROXY_ID;
 use crate::{
-    plan::{Plan, PlannedService, PlannedWorkload},
+    plan::{Layout, Plan, PlannedService, PlannedWorkload},
     report,
     state::{RunningMesh, StateDir},
     supervisor::{Event, Supervisor},
@@ -57,6 +60,10 @@ pub struct UpOptions {
     pub exe: PathBuf,
     /// Where to write the CLI's context file.
     pub context_path: PathBuf,
+    /// `--netns`: listeners on this machine's own network (bound before this process entered
+    /// the node's namespace) that forward to the control plane's gRPC and HTTP ports, so the
+    /// CLI reaches it from the host; the context file names them.
+    pub host_ports: Option<std::sync::Arc<[std::net::TcpListener; 2]>>,
 }
 
 /// Runs `plan` until `shutdown` resolves; calls `ready` with the report once everything runs.
@@ -78,7 +85,7 @@ pub async fn run(
 
     let trust_domain = TrustDomain::new(&plan.mesh.config().trust_domain)
         .map_err(|e| UpError::Apply(format!("trustDomain: {e}")))?;
-    let cp_ip = plan.subnet.control_plane();
+    let cp_ip = plan.layout.control_plane();
     let mut control_plane = ControlPlane::start(Settings {
         data_dir: state.data_dir(),
         grpc_addr: SocketAddr::from((cp_ip, 15012)),
@@ -92,10 +99,26 @@ pub async fn run(
     control_plane
         .apply(plan.sources.clone())
         .map_err(UpError::Apply)?;
+    if let Some(ports) = options.host_ports.as_ref() {
+        forward_control_plane(ports, &control_plane, &options.context_path)
+            .map_err(|e| UpError::Io(format!("forwarding the control plane to the host: {e}")))?;
+    }
 
-    let _services = crate::kube_proxy::start(&plan.services)
-        .await
-        .map_err(|e| UpError::Io(e.to_string()))?;
+    // Network namespaces: Service addresses are captured by the sidecars, or rewritten by
+    // kube-proxy's rules in the namespaces without one (`netns::Pods`).
+    let _services = if plan.layout == Layout::Netns {
+        None
+    } else {
+        Some(
+            crate::kube_proxy::start(&plan.services)
+                .await
+                .map_err(|e| UpError::Io(e.to_string()))?,
+        )
+    };
+    let policy = match plan.mesh.config().outbound_traffic_mode() {
+        OutboundTrafficMode::AllowAny => "ALLOW_ANY",
+        OutboundTrafficMode::RegistryOnly => "REGISTRY_ONLY",
+    };
 
     let (mut supervisor, mut events) = Supervisor::new(state.log_dir());
     let service_env = service_env(&plan.services);
@@ -117,7 +140,7 @@ pub async fn run(
                         .create(&w.namespace, &w.service_account, TOKEN_TTL)
                         .map_err(|e| e.to_string())?
                         .0;
-                    let mut command = Command::new(&exe);
+                    let mut command = Command::from(in_netns(w.netns.as_deref(), &exe));
                     command
                         .arg("proxy")
                         .args(["--workload", &w.id()])
@@ -127,6 +150,13 @@ pub async fn run(
                         .arg("--control-plane-root")
                         .arg(&root)
                         .env("MESHWARD_JOIN_TOKEN", token);
+                    if w.netns.is_some() {
+                        // Captured traffic, and the proxy's own exempt from capture (root
+                        // keeps its uid: `ip netns exec` needs it).
+                        command
+                            .args(["--transparent", "--outbound-traffic-policy", policy])
+                            .gid(PROXY_ID);
+                    }
                     Ok(command)
                 }),
             );
@@ -135,7 +165,7 @@ pub async fn run(
 
     let running = RunningMesh {
         pid: std::process::id(),
-        subnet: plan.subnet,
+        layout: plan.layout,
         control_plane: cp_addr.clone(),
         workloads: plan.workloads.clone(),
         services: plan.services.clone(),
@@ -168,6 +198,52 @@ pub async fn run(
     supervisor.shutdown().await;
     state.clear();
     Ok(())
+}
+
+/// Forwards the host's listeners to the control plane's gRPC and HTTP ports (plain TCP: the
+/// CLI's TLS goes through) and points the context file at them.
+fn forward_control_plane(
+    ports: &[std::net::TcpListener; 2],
+    control_plane: &ControlPlane,
+    context_path: &std::path::Path,
+) -> std::io::Result<()> {
+    let mut context = meshward_control_plane::Context::load(context_path)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let targets = [control_plane.grpc_addr(), control_plane.http_addr()];
+    let mut listeners = Vec::new();
+    for (host, target) in ports.iter().zip(targets) {
+        listeners.push((
+            tokio::net::TcpListener::from_std(host.try_clone()?)?,
+            target,
+        ));
+        // The same address inside the node's namespace, where `mtls verify` and `mtls debug`
+        // run their probes from.
+        let inside = std::net::TcpListener::bind(host.local_addr()?)?;
+        inside.set_nonblocking(true)?;
+        listeners.push((tokio::net::TcpListener::from_std(inside)?, target));
+    }
+    for (listener, target) in listeners {
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let connect = tokio::net::TcpStream::connect(target);
+                    if let Ok(Ok(mut server)) =
+                        tokio::time::timeout(Duration::from_secs(5), connect).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+    }
+    context.server = ports[0].local_addr()?.to_string();
+    context.monitoring = ports[1].local_addr()?.to_string();
+    context
+        .store(context_path)
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// Waits until every sidecar is SYNCED and ready and every app accepts connections.
@@ -220,7 +296,10 @@ async fn pending(plan: &Plan, control_plane: &ControlPlane) -> Vec<String> {
                 continue;
             }
         }
-        if !w.command.is_empty() {
+        // Inside a namespace with a sidecar the app listens on its own 127.0.0.1: the
+        // sidecar's readiness stands for the workload.
+        let app_inside = w.sidecar && w.netns.is_some();
+        if !w.command.is_empty() && !app_inside {
             for port in &w.ports {
                 let app = SocketAddr::from((w.app_address, *port));
                 if tokio::net::TcpStream::connect(app).await.is_err() {
@@ -269,7 +348,8 @@ pub fn workload_env(
     env.insert("POD_NAMESPACE".into(), workload.namespace.clone());
     env.insert("POD_IP".into(), workload.address.to_string());
     env.insert("MESHWARD_APP_IP".into(), workload.app_address.to_string());
-    if workload.sidecar {
+    // In a network namespace the capture sends everything through the sidecar: no variables.
+    if workload.sidecar && workload.netns.is_none() {
         let proxy = format!("http://{}:15001", workload.address);
         for key in ["HTTP_PROXY", "http_proxy"] {
             env.insert(key.into(), proxy.clone());
@@ -290,12 +370,13 @@ fn app_command(
     let env = workload_env(workload, services);
     let argv: Vec<String> = workload.command.iter().map(|a| expand(a, &env)).collect();
     let exe = exe.to_owned();
+    let netns = workload.netns.clone();
     move || {
         let (program, args) = argv.split_first().ok_or("empty command")?;
         let mut command = if program == "meshward" {
-            Command::new(&exe)
+            Command::from(in_netns(netns.as_deref(), &exe))
         } else {
-            Command::new(program)
+            Command::from(in_netns(netns.as_deref(), program))
         };
         command.args(args).env_clear().envs(&env);
         // `meshward` inside a shell command finds this very binary first.
@@ -307,6 +388,22 @@ fn app_command(
             command.env("PATH", joined);
         }
         Ok(command)
+    }
+}
+
+/// `program`, run inside network namespace `netns` when given (`ip netns exec`, which also
+/// mounts the namespace's own `/etc/hosts`).
+pub fn in_netns(
+    netns: Option<&str>,
+    program: impl AsRef<std::ffi::OsStr>,
+) -> std::process::Command {
+    match netns {
+        Some(ns) => {
+            let mut command = std::process::Command::new("ip");
+            command.args(["netns", "exec", ns]).arg(program);
+            command
+        }
+        None => std::process::Command::new(program),
     }
 }
 

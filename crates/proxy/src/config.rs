@@ -223,6 +223,43 @@ impl Default for Timeouts {
     }
 }
 
+/// What transparent mode does with a captured outbound connection whose original destination
+/// is not in the mesh: MeshConfig `outboundTrafficPolicy.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundPolicy {
+    /// Passed through to where it was going (Istio's default).
+    #[default]
+    AllowAny,
+    /// Closed: only mesh services and workloads are reachable.
+    RegistryOnly,
+}
+
+impl FromStr for OutboundPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().replace('-', "_").as_str() {
+            "ALLOW_ANY" => Ok(Self::AllowAny),
+            "REGISTRY_ONLY" => Ok(Self::RegistryOnly),
+            _ => Err(format!(
+                "unknown outbound traffic policy `{s}` (expected ALLOW_ANY or REGISTRY_ONLY)"
+            )),
+        }
+    }
+}
+
+/// Transparent mode: connections redirected by `meshward iptables` arrive on the outbound port
+/// (15001) and on `inbound_capture_port` (15006), both bound on every address of the network
+/// namespace; the app owns its service ports itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transparent {
+    /// Where inbound connections are redirected (Istio's 15006).
+    pub inbound_capture_port: u16,
+    /// What happens to outbound connections to addresses outside the mesh.
+    pub outbound_policy: OutboundPolicy,
+}
+
 /// Everything a proxy needs to start.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -256,6 +293,8 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// Data-path timeouts.
     pub timeouts: Timeouts,
+    /// Transparent mode (captured connections); `None`: explicit listeners only.
+    pub transparent: Option<Transparent>,
 }
 
 #[cfg(test)]

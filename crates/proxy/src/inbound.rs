@@ -14,6 +14,7 @@
 pub mod authorize;
 pub mod detect;
 pub mod http;
+pub mod redirect;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;

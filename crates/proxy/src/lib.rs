@@ -12,12 +12,15 @@
 //!   until the first certificate; fed by static files or the control plane ([`xds`]).
 //! - **Telemetry** ([`metrics`], [`access_log`], [`telemetry`]): Istio's standard metrics with
 //!   Istio's names and labels, Envoy-format or JSON access logs, STRICT readiness counters.
+//! - **Capture** ([`capture`]): the iptables rules of transparent mode (`meshward iptables`)
+//!   and the original destination of redirected connections.
 //! - **Admin and health** ([`admin`]), and one drain primitive ([`drain`]) for shutdown.
 //!
 //! [`Proxy::start`] binds everything and returns a handle; `meshward proxy` drives it.
 
 pub mod access_log;
 pub mod admin;
+pub mod capture;
 pub mod config;
 pub mod creds;
 pub mod drain;

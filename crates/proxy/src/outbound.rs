@@ -8,6 +8,7 @@ mod cluster;
 pub mod http_proxy;
 mod origination;
 mod pool;
+pub mod transparent;
 pub mod upstream;
 
 use std::io;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -199,7 +199,21 @@ impl Proxy {
             drain.clone(),
             telemetry.clone(),
         );
-        bound.inbound = inbound.start().await.map_err(Error::Inbound)?;
+        // Transparent mode listens on every address of the network namespace: REDIRECT sends
+        // inbound connections to the interface's address and the app's own to 127.0.0.1.
+        let any = if config.address.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        };
+        if let Some(mode) = &config.transparent {
+            let addr = SocketAddr::new(any, mode.inbound_capture_port);
+            let listener = bind("inbound capture", addr).await?;
+            bound.inbound = vec![listener.local_addr().unwrap_or(addr)];
+            inbound.start_redirected(listener);
+        } else {
+            bound.inbound = inbound.start().await.map_err(Error::Inbound)?;
+        }
 
         let outbound = Outbound::new(
             config.address,
@@ -210,10 +224,18 @@ impl Proxy {
             telemetry,
         );
         if config.outbound_port != 0 {
-            let addr = SocketAddr::new(config.address, config.outbound_port);
+            let ip = if config.transparent.is_some() {
+                any
+            } else {
+                config.address
+            };
+            let addr = SocketAddr::new(ip, config.outbound_port);
             let listener = bind("outbound", addr).await?;
             bound.outbound = Some(listener.local_addr().unwrap_or(addr));
-            tokio::spawn(Arc::clone(&outbound).serve_http_proxy(listener));
+            match config.transparent {
+                Some(mode) => tokio::spawn(Arc::clone(&outbound).serve_captured(listener, mode)),
+                None => tokio::spawn(Arc::clone(&outbound).serve_http_proxy(listener)),
+            };
         }
         for upstream in &config.upstreams {
             let listener = bind("upstream", upstream.listen).await?;
@@ -246,7 +268,12 @@ impl Proxy {
             if port == 0 {
                 continue;
             }
-            let addr = SocketAddr::new(config.address, port);
+            // Transparent mode: admin on the namespace's own loopback, as Envoy's.
+            let ip = match role {
+                Role::Admin if config.transparent.is_some() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                _ => config.address,
+            };
+            let addr = SocketAddr::new(ip, port);
             let listener = bind(what, addr).await?;
             let local = Some(listener.local_addr().unwrap_or(addr));
             match role {

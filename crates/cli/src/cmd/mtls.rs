@@ -128,6 +128,7 @@ async fn namespace_policy(
 }
 
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    live::enter_mesh_network()?;
     runtime()?.block_on(async {
         let live = Live::gather(&args.server, "mtls verify").await?;
         let (mesh, now) = (&live.mesh, live.now);

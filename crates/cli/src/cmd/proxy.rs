@@ -14,7 +14,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use meshward_identity::TrustDomain;
-use meshward_proxy::config::{AccessLogFormat, IdentitySource, Timeouts, WorkloadName};
+use meshward_proxy::config::{
+    AccessLogFormat, IdentitySource, OutboundPolicy, Timeouts, Transparent, WorkloadName,
+};
 use meshward_proxy::{InboundPort, LogControl, Proxy, ProxyConfig, Upstream};
 
 use crate::cmd::{duration::parse_duration, runtime, shutdown_signal};
@@ -81,6 +83,49 @@ pub(crate) struct ProxyArgs {
     /// workload settings.
     #[arg(long, value_name = "off|text|json")]
     access_log: Option<AccessLogFormat>,
+    /// Transparent mode: serve connections captured by `meshward iptables` on the outbound
+    /// port and on --inbound-capture-port, both on every address; the app owns its ports.
+    #[arg(long)]
+    transparent: bool,
+    /// Where the capture rules redirect inbound connections (transparent mode).
+    #[arg(long, default_value_t = 15006, requires = "transparent")]
+    inbound_capture_port: u16,
+    /// Captured connections to addresses outside the mesh: ALLOW_ANY (passed through) or
+    /// REGISTRY_ONLY (closed), as MeshConfig `outboundTrafficPolicy.mode`.
+    #[arg(long, default_value = "ALLOW_ANY", requires = "transparent")]
+    outbound_traffic_policy: OutboundPolicy,
+    /// The user ids the capture rules exempt (`meshward iptables -u`): in transparent mode
+    /// this process must run as one of them, or as one of --proxy-gid, so that its own
+    /// connections are never captured again.
+    #[arg(
+        long,
+        default_value = "1337",
+        value_delimiter = ',',
+        requires = "transparent"
+    )]
+    proxy_uid: Vec<u32>,
+    /// The group ids the capture rules exempt (`meshward iptables -g`); default: --proxy-uid.
+    #[arg(long, value_delimiter = ',', requires = "transparent")]
+    proxy_gid: Vec<u32>,
+}
+
+/// Refuses to run transparent mode as a user and group the capture rules do not exempt: the
+/// proxy's own connections would be captured again and loop back to it.
+fn check_exempt(uids: &[u32], gids: &[u32]) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let me = std::fs::metadata("/proc/self").context("reading this process's uid and gid")?;
+    let gids = if gids.is_empty() { uids } else { gids };
+    if uids.contains(&me.uid()) || gids.contains(&me.gid()) {
+        return Ok(());
+    }
+    bail!(
+        "--transparent: this process runs as uid {} gid {}, but the capture exempts uid {uids:?} \
+         and gid {gids:?}: its own connections would be captured again; run it as that user or \
+         group (e.g. `setpriv --regid 1337 --clear-groups`) or give the ids the rules exempt \
+         with --proxy-uid/--proxy-gid",
+        me.uid(),
+        me.gid()
+    )
 }
 
 impl ProxyArgs {
@@ -109,6 +154,15 @@ impl ProxyArgs {
                 "give either --control-plane (with --control-plane-root and --join-token) or --cert, --key and --bundle"
             ),
         };
+        let transparent = if self.transparent {
+            check_exempt(&self.proxy_uid, &self.proxy_gid)?;
+            Some(Transparent {
+                inbound_capture_port: self.inbound_capture_port,
+                outbound_policy: self.outbound_traffic_policy,
+            })
+        } else {
+            None
+        };
         Ok(ProxyConfig {
             workload,
             address: self.address,
@@ -125,6 +179,7 @@ impl ProxyArgs {
             access_log_sink: Default::default(),
             drain_timeout: self.drain_timeout,
             timeouts: Timeouts::default(),
+            transparent,
         })
     }
 }

@@ -28,10 +28,7 @@ use meshward_config::{
 use meshward_local::StateDir;
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
     client::ServerArgs,
@@ -165,6 +162,10 @@ struct Target {
     /// Index of the workload in `mesh.workloads()`.
     index: usize,
     admin: SocketAddr,
+    /// The workload address.
+    address: IpAddr,
+    /// The network namespace the sidecar runs in (`meshward up --netns`).
+    netns: Option<String>,
     /// Where the app listens, when `meshward up` runs it.
     app: Option<IpAddr>,
     /// The proxy's sync state, if it ever connected.
@@ -207,6 +208,7 @@ impl Target {
                 None => bail!("workload {id} has no address yet: its sidecar cannot be reached"),
             },
         };
+        let netns = running.as_ref().and_then(|w| w.netns.clone());
         let status = proxies
             .into_iter()
             .find(|p| p.workload == instance.name && p.namespace == instance.namespace);
@@ -214,7 +216,14 @@ impl Target {
             app: running.map(|w| IpAddr::V4(w.app_address)),
             id,
             index,
-            admin: SocketAddr::new(address, args.admin_port),
+            // In its own network namespace (`meshward up --netns`) a sidecar's admin listens
+            // on 127.0.0.1 there, and is read from inside.
+            admin: match &netns {
+                Some(_) => SocketAddr::from(([127, 0, 0, 1], args.admin_port)),
+                None => SocketAddr::new(address, args.admin_port),
+            },
+            address,
+            netns,
             status,
             mesh,
         })
@@ -240,7 +249,7 @@ impl Target {
 
     /// One request to the admin port, with the errors a user can act on.
     async fn request(&self, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
-        let (code, body) = admin_request(self.admin, method, path)
+        let (code, body) = admin_request(self.netns.as_deref(), self.admin, method, path)
             .await
             .with_context(|| {
                 let sync = self
@@ -281,9 +290,10 @@ impl Target {
 
     /// Whether something listens on `port` of the workload address.
     async fn listening(&self, port: u16) -> bool {
-        let addr = SocketAddr::new(self.admin.ip(), port);
+        let addr = SocketAddr::new(self.address, port);
+        let connect = meshward_local::probe::connect_from(self.netns.as_deref(), addr);
         matches!(
-            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await,
+            tokio::time::timeout(CONNECT_TIMEOUT, connect).await,
             Ok(Ok(_))
         )
     }
@@ -355,7 +365,7 @@ async fn listeners(args: &TargetArgs) -> anyhow::Result<()> {
         .as_array()
         .map(|ports| ports.iter().filter_map(Value::as_u64).collect())
         .unwrap_or_default();
-    let address = target.admin.ip().to_string();
+    let address = target.address.to_string();
     let instance = target.instance();
     let mut rows = Vec::new();
     for (port, mode) in view["inbound"].as_object().into_iter().flatten() {
@@ -1030,11 +1040,13 @@ fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
 /// One HTTP/1.1 request to an admin port: the status code and the body, read to the end of
 /// the connection (the request asks the server to close), every step bounded in time and size.
 pub(crate) async fn admin_request(
+    netns: Option<&str>,
     addr: SocketAddr,
     method: &str,
     path: &str,
 ) -> anyhow::Result<(u16, String)> {
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+    let connect = meshward_local::probe::connect_from(netns, addr);
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
         .map_err(|_| anyhow::anyhow!("connecting to {addr} timed out"))??;
     let request = format!(

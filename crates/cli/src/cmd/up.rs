@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::Args;
 use meshward_control_plane::Context;
-use meshward_local::{StateDir, Subnet, UpOptions, up};
+use meshward_local::{Layout, StateDir, Subnet, UpOptions, netns::Pods, up};
 use nix::{sys::signal, unistd::Pid};
 
 use crate::{cmd::runtime, sources};
@@ -28,6 +28,11 @@ pub(crate) struct UpArgs {
     /// State directory (default `$MESHWARD_HOME/up` or `~/.meshward/up`).
     #[arg(long, env = "MESHWARD_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Run every workload in a network namespace of its own (root, Linux, `ip` and iptables):
+    /// real addresses on a bridge, traffic captured by iptables into transparent sidecars, no
+    /// proxy variables.
+    #[arg(long, conflicts_with = "subnet")]
+    netns: bool,
     /// Internal: write the report here once ready (used by --detach).
     #[arg(long, hide = true)]
     ready_file: Option<PathBuf>,
@@ -69,17 +74,56 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     if args.detach {
         return detach(&args, &state);
     }
-    let subnet = Subnet::parse(&args.subnet)?;
     let files: Vec<(String, String)> = sources::read_all(std::slice::from_ref(&args.dir))?
         .into_iter()
         .map(|s| (s.name, s.content))
         .collect();
-    let plan = meshward_local::plan(&files, subnet)?;
+    let layout = if args.netns {
+        Layout::Netns
+    } else {
+        Layout::Loopback(Subnet::parse(&args.subnet)?)
+    };
+    let plan = meshward_local::plan_in(&files, layout)?;
     std::fs::create_dir_all(&state.0).with_context(|| format!("creating {}", state.0.display()))?;
-    let options = UpOptions {
+    let mut options = UpOptions {
         state,
         exe: std::env::current_exe().context("locating the meshward binary")?,
         context_path: Context::default_path(),
+        host_ports: None,
+    };
+    // Network namespaces first, then this process moves to the node's before any thread
+    // starts; they are deleted when `_pods` is dropped (and by the next `up`/`down` after a
+    // crash).
+    let _pods = if args.netns {
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt as _;
+            m.uid() == 0
+        });
+        if !root {
+            bail!("--netns needs root: it creates network namespaces and installs iptables rules");
+        }
+        let removed = meshward_local::netns::reap(None);
+        if !removed.is_empty() {
+            eprintln!(
+                "removed network namespaces left by a killed run: {}",
+                removed.join(", ")
+            );
+        }
+        let pods = Pods::create(&plan, &options.exe).context("creating the network namespaces")?;
+        // Bound here, on the host's network, before leaving it: the CLI reaches the control
+        // plane through them (15012/15014 on 127.0.0.1, or any free ports).
+        let bind = |port: u16| {
+            std::net::TcpListener::bind(("127.0.0.1", port))
+                .or_else(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .context("binding the host's control-plane ports")
+        };
+        options.host_ports = Some(std::sync::Arc::new([bind(15012)?, bind(15014)?]));
+        pods.enter_node()
+            .context("entering the node's network namespace")?;
+        Some(pods)
+    } else {
+        None
     };
     let ready_file = args.ready_file;
     let interactive = ready_file.is_none();
@@ -118,7 +162,11 @@ fn detach(args: &UpArgs, state: &StateDir) -> anyhow::Result<ExitCode> {
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .arg("up")
         .arg(&args.dir)
-        .args(["--subnet", &args.subnet])
+        .args(if args.netns {
+            vec!["--netns"]
+        } else {
+            vec!["--subnet", &args.subnet]
+        })
         .arg("--state-dir")
         .arg(&state.0)
         .arg("--ready-file")
@@ -156,11 +204,12 @@ fn detach(args: &UpArgs, state: &StateDir) -> anyhow::Result<ExitCode> {
 pub(crate) fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
     let state = state_dir(args.state_dir);
     let Some(running) = state.running() else {
-        // A `meshward up` that was killed may have left its children behind.
+        // A `meshward up` that was killed may have left its children and namespaces behind.
         match meshward_local::supervisor::Supervisor::reap_leftovers(&state.log_dir()) {
             0 => println!("no mesh is running"),
             n => println!("no mesh is running; stopped {n} process(es) left over from one"),
         }
+        reap_namespaces(None);
         return Ok(ExitCode::SUCCESS);
     };
     let pid = Pid::from_raw(i32::try_from(running.pid)?);
@@ -172,8 +221,19 @@ pub(crate) fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    if running.layout == Layout::Netns {
+        reap_namespaces(Some(running.pid));
+    }
     println!("mesh stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the network namespaces of `owner` and of every dead `meshward up`, saying which.
+fn reap_namespaces(owner: Option<u32>) {
+    let removed = meshward_local::netns::reap(owner);
+    if !removed.is_empty() {
+        println!("removed network namespaces: {}", removed.join(", "));
+    }
 }
 
 pub(crate) fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
@@ -198,7 +258,7 @@ pub(crate) fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
         .command
         .split_first()
         .context("no command given after --")?;
-    let status = std::process::Command::new(program)
+    let status = up::in_netns(workload.netns.as_deref(), program)
         .args(rest)
         .envs(&env)
         .status()

@@ -245,10 +245,6 @@ const HINTS: &[(&str, &str)] = &[
         "caCertificates",
         "MeshConfig `caCertificates` is not supported yet: trust bundles come from the CA",
     ),
-    (
-        "outboundTrafficPolicy",
-        "MeshConfig `outboundTrafficPolicy` is not supported yet",
-    ),
 ];
 
 fn unknown_field_hint(message: &str) -> Option<&'static str> {

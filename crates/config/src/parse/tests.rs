@@ -201,3 +201,35 @@ fn access_log_annotation_of_a_workload_is_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn outbound_traffic_policy_of_the_mesh_config() {
+    use crate::resources::mesh_config::OutboundTrafficMode;
+    let text = |mesh: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    {mesh}\n"
+        )
+    };
+    // (mesh setting, the mode sidecars get)
+    let cases = [
+        ("trustDomain: cluster.local", OutboundTrafficMode::AllowAny),
+        ("outboundTrafficPolicy: {}", OutboundTrafficMode::AllowAny),
+        (
+            "outboundTrafficPolicy: {mode: ALLOW_ANY}",
+            OutboundTrafficMode::AllowAny,
+        ),
+        (
+            "outboundTrafficPolicy: {mode: REGISTRY_ONLY}",
+            OutboundTrafficMode::RegistryOnly,
+        ),
+    ];
+    for (mesh, mode) in cases {
+        let docs = parse(&text(mesh)).into_documents().unwrap();
+        let Resource::MeshConfig(config) = &docs[0].resource else {
+            panic!("{docs:?}")
+        };
+        assert_eq!(config.spec.outbound_traffic_mode(), mode, "{mesh}");
+    }
+    let err = first_error(&text("outboundTrafficPolicy: {mode: DENY}"));
+    assert!(err.message.contains("DENY"), "{err}");
+}

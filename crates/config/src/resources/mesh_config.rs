@@ -1,5 +1,5 @@
 //! Istio's MeshConfig, the subset Meshward reads: trust domain and aliases, root namespace,
-//! auto-mTLS, path normalization, access logs.
+//! auto-mTLS, path normalization, access logs, the outbound traffic policy.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,29 @@ pub struct MeshConfig {
     /// A custom access log format; only the default (empty) is supported.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub access_log_format: String,
+    /// What sidecars in transparent mode do with connections to addresses outside the mesh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+}
+
+/// `outboundTrafficPolicy: {mode: …}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutboundTrafficPolicy {
+    /// ALLOW_ANY when missing, as in Istio.
+    #[serde(default)]
+    pub mode: OutboundTrafficMode,
+}
+
+/// `OutboundTrafficPolicy.Mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundTrafficMode {
+    /// Connections to unknown destinations are passed through.
+    #[default]
+    AllowAny,
+    /// Only services and workloads of the mesh are reachable.
+    RegistryOnly,
 }
 
 /// The one access log destination Meshward supports: each proxy's standard output.
@@ -48,6 +71,13 @@ pub enum AccessLogEncoding {
 }
 
 impl MeshConfig {
+    /// The outbound traffic mode, ALLOW_ANY unless set.
+    pub fn outbound_traffic_mode(&self) -> OutboundTrafficMode {
+        self.outbound_traffic_policy
+            .map(|p| p.mode)
+            .unwrap_or_default()
+    }
+
     /// The access log encoding proxies use, `None` when access logs are off.
     pub fn access_log(&self) -> Option<AccessLogEncoding> {
         (!self.access_log_file.is_empty()).then(|| self.access_log_encoding.unwrap_or_default())
@@ -65,6 +95,7 @@ impl Default for MeshConfig {
             access_log_file: String::new(),
             access_log_encoding: None,
             access_log_format: String::new(),
+            outbound_traffic_policy: None,
         }
     }
 }

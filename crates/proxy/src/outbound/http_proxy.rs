@@ -228,7 +228,8 @@ impl Outbound {
         .await;
     }
 
-    async fn serve_conn(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
+    /// Serves one connection as the forward proxy.
+    pub(super) async fn serve_conn(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
         let me = Arc::clone(&self);
         let local = tcp.local_addr().ok();
         let svc = service_fn(move |req| Arc::clone(&me).handle(req, local, peer));
@@ -485,6 +486,43 @@ impl Outbound {
             }
         });
         Response::new(full(""))
+    }
+
+    /// A connection captured on its way to a Service's virtual address `dst` (transparent
+    /// mode), carried exactly as a CONNECT to that address would be: the port's load balancer,
+    /// connection limit, outlier detection, TLS mode and expected identity. Returns why it was
+    /// refused, if it was.
+    pub(super) async fn tunnel_captured(
+        &self,
+        client: TcpStream,
+        peer: SocketAddr,
+        dst: SocketAddr,
+    ) -> Result<(), String> {
+        let authority = Authority::try_from(dst.to_string()).map_err(|e| e.to_string())?;
+        let resolved = self
+            .route(&authority, 0, &HeaderMap::new(), peer)
+            .map_err(|refused| refused.reason)?;
+        let Some(_slot) = resolved.cluster.connection(&resolved.policy.limits) else {
+            return Err(self.overflow(&resolved, "maxConnections").reason);
+        };
+        let mut server = self
+            .connect_resolved(&resolved, ALPN_TCP)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.outcome(&resolved, Outcome::Status(200));
+        let link = self.link(resolved.service_port(), &resolved.route, &server, false);
+        let record = TcpRecord::open(
+            &self.telemetry,
+            link,
+            Direction::Outbound,
+            Started::now(),
+            Some(dst),
+            Some(peer),
+        );
+        let mut client = Metered::new(client, record);
+        self.carry_to(&mut client, &mut server, &resolved.route)
+            .await;
+        Ok(())
     }
 
     async fn forward(

@@ -130,6 +130,7 @@ pub(crate) fn proxy_config(
             first_byte: Duration::from_millis(300),
             ..Timeouts::default()
         },
+        transparent: None,
     }
 }
 

@@ -159,7 +159,7 @@ async fn collect(args: &ReadinessArgs) -> anyhow::Result<Vec<Row>> {
             .and_then(|a| a.parse().ok())
             .with_context(|| format!("workload {id} has no address"))?;
         let addr = SocketAddr::new(address, args.admin_port);
-        let (code, body) = admin_request(addr, "GET", "/stats/inbound")
+        let (code, body) = admin_request(None, addr, "GET", "/stats/inbound")
             .await
             .with_context(|| format!("asking the sidecar of {id} at {addr}"))?;
         if code != 200 {

@@ -102,6 +102,7 @@ fn pass(step: usize, detail: &str) {
 }
 
 pub(crate) fn run(args: DebugArgs) -> anyhow::Result<ExitCode> {
+    super::live::enter_mesh_network()?;
     runtime()?.block_on(async {
         let live = Live::gather(&args.server, "mtls debug").await?;
         println!("{}.{} → {}\n", args.workload, args.namespace, args.target);
@@ -619,8 +620,12 @@ async fn proxy_certificate(
         ))
         .hint("the sidecar cannot renew: `meshward proxy-status`, `meshward cert monitor`"));
     }
-    let admin = SocketAddr::from((w.address, 15000));
-    let (head, body) = probe::get(admin, "/certs")
+    // In its own network namespace a sidecar's admin listens on 127.0.0.1 there.
+    let admin = match &w.netns {
+        Some(_) => SocketAddr::from(([127, 0, 0, 1], 15000)),
+        None => SocketAddr::from((w.address, 15000)),
+    };
+    let (head, body) = probe::get(w.netns.as_deref(), admin, "/certs")
         .await
         .map_err(|e| fail(format!("its admin {admin} does not answer /certs: {e}")))?;
     let json: serde_json::Value = serde_json::from_str(&body)
@@ -708,15 +713,20 @@ async fn probe(
     pairs: &[Pair],
 ) -> Result<String, Broken> {
     let client = caller.planned;
-    let (how, outcome) = if client.sidecar {
+    let target = || {
+        virtual_service(live, resolved)
+            .map(|s| SocketAddr::from((s.address, port)))
+            .or_else(|| servers.iter().find_map(|s| s.addr))
+    };
+    let (how, outcome) = if let (Some(netns), Some(target)) = (&client.netns, target()) {
+        let outcome = probe::from_netns(netns, target, host).await;
+        (format!("{target} from inside {netns}"), outcome)
+    } else if client.sidecar {
         let proxy = SocketAddr::from((client.address, 15001));
         let outcome = probe::via_sidecar(proxy, host, port).await;
         (format!("CONNECT {host}:{port} through {proxy}"), outcome)
     } else {
-        let target = virtual_service(live, resolved)
-            .map(|s| SocketAddr::from((s.address, port)))
-            .or_else(|| servers.iter().find_map(|s| s.addr));
-        let Some(target) = target else {
+        let Some(target) = target() else {
             return Err(Broken::new(LIVE, "no address to send plaintext to"));
         };
         let outcome = probe::direct(target, &resolved.fqdn).await;

@@ -7,7 +7,7 @@ use meshward_api::v1::{ProxyStatus, ProxyStatusRequest};
 use meshward_config::{Mesh, resources::peer_authentication::MtlsMode};
 use meshward_control_plane::Context;
 use meshward_identity::{AllowedPeers, SpiffeId, TrustDomain};
-use meshward_local::{RunningMesh, StateDir, plan::PlannedWorkload};
+use meshward_local::{Layout, RunningMesh, StateDir, plan::PlannedWorkload};
 
 use crate::{client::ServerArgs, cmd::cert::now_unix};
 
@@ -33,6 +33,7 @@ impl Live {
         let running = StateDir::default_location().running().with_context(|| {
             format!("no mesh is running here: `{verb}` probes a mesh started with `meshward up`")
         })?;
+
         let context = server.context()?;
         let trust_domain = TrustDomain::new(&context.trust_domain)?;
         let mut admin = server.admin().await?;
@@ -81,4 +82,20 @@ impl Live {
     pub(super) fn mtls_config(&self, server: SpiffeId) -> anyhow::Result<rustls::ClientConfig> {
         crate::client::mtls_client_config(&self.context, AllowedPeers::default().with_id(server))
     }
+}
+
+/// For a mesh started with `meshward up --netns`, moves this process into its node's network
+/// namespace, where workload addresses are reachable, as a probe from a host of the cluster.
+/// Call before any thread starts.
+pub(super) fn enter_mesh_network() -> anyhow::Result<()> {
+    let Some(running) = StateDir::default_location().running() else {
+        return Ok(());
+    };
+    if running.layout == Layout::Netns {
+        let node = meshward_local::netns::node_name(running.pid);
+        meshward_local::netns::enter(&node).with_context(|| {
+            format!("entering the mesh's network namespace {node} (needs root)")
+        })?;
+    }
+    Ok(())
 }
