@@ -7,9 +7,9 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use meshward_api::v1::{
     AccessLog, Endpoint, HeaderMatchView, HttpMatchView, HttpRouteView, InboundPort,
-    LoadBalancer as WireLb, MtlsMode as WireMtls, ProxyView, ServicePort, ServiceRef, ServiceView,
-    StringMatchView, SubsetView, TcpRouteView, TlsMode as WireTls, TlsOrigination, TrafficPolicy,
-    WeightedDestination, WorkloadMeta, WorkloadView, string_match_view,
+    LoadBalancer as WireLb, MtlsMode as WireMtls, OutboundMode, ProxyView, ServicePort, ServiceRef,
+    ServiceView, StringMatchView, SubsetView, TcpRouteView, TlsMode as WireTls, TlsOrigination,
+    TrafficPolicy, WeightedDestination, WorkloadMeta, WorkloadView, string_match_view,
 };
 use meshward_config::{
     Mesh, WorkloadInstance,
@@ -23,7 +23,7 @@ use meshward_config::{
     },
     resources::{
         destination_rule::{ClientTls, ClientTlsMode, Subset},
-        mesh_config::AccessLogEncoding,
+        mesh_config::{AccessLogEncoding, OutboundTrafficMode},
         peer_authentication::MtlsMode,
         service_entry::{Location, Resolution},
         traffic::{GoDuration, SimpleLb},
@@ -198,6 +198,12 @@ fn workload_view(
     WorkloadView {
         meta: Some(meta.clone()),
         access_log: access_log(mesh, w) as i32,
+        // Unset in MeshConfig: the sidecar's own flag decides.
+        outbound_mode: match mesh.config().outbound_traffic_policy.map(|p| p.mode) {
+            None => OutboundMode::Unspecified,
+            Some(OutboundTrafficMode::AllowAny) => OutboundMode::AllowAny,
+            Some(OutboundTrafficMode::RegistryOnly) => OutboundMode::RegistryOnly,
+        } as i32,
         authorization_json: authorization_json(mesh, w),
         path_normalization_json: mesh
             .config()

@@ -116,6 +116,7 @@ impl Proxy {
             },
             authz: Default::default(),
             path_normalization: Default::default(),
+            outbound_policy: None,
             opaque: Default::default(),
             version: 0,
             namespace,

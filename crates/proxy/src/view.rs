@@ -22,7 +22,7 @@ pub use policy::Policy;
 pub use resolve::ResolveError;
 
 use crate::access_log::AccessLogFormat;
-use crate::config::MtlsMode;
+use crate::config::{MtlsMode, OutboundPolicy};
 use crate::metrics::labels::{Peers, ServiceLabels, WorkloadLabels};
 
 /// The compiled view one proxy works from.
@@ -45,6 +45,9 @@ pub struct View {
     pub authz: Arc<CompiledAuthz>,
     /// How request paths are normalized before authorization (and for the app).
     pub path_normalization: NormalizationType,
+    /// MeshConfig `outboundTrafficPolicy` for captured connections to outside the mesh;
+    /// `None`: the proxy's own flag decides.
+    pub outbound_policy: Option<OutboundPolicy>,
     /// What metric labels and access logs need.
     pub telemetry: TelemetryView,
 }

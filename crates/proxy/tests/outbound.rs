@@ -80,6 +80,7 @@ async fn forward_proxy_resolves_and_verifies_the_server() {
     let view = View {
         authz: Default::default(),
         path_normalization: Default::default(),
+        outbound_policy: None,
         opaque: Default::default(),
         telemetry: Default::default(),
         version: 1,

@@ -31,6 +31,7 @@ fn view(version: u64, mode: MtlsMode) -> Arc<View> {
         services: Vec::new(),
         authz: Default::default(),
         path_normalization: Default::default(),
+        outbound_policy: None,
         opaque: Default::default(),
         telemetry: Default::default(),
     })

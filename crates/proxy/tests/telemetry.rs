@@ -174,6 +174,7 @@ async fn both_sides_report_istio_metrics_and_access_logs() {
     let view = View {
         authz: Default::default(),
         path_normalization: Default::default(),
+        outbound_policy: None,
         opaque: Default::default(),
         version: 1,
         namespace: "test".into(),
@@ -430,6 +431,7 @@ fn denying_view() -> Arc<View> {
         services: Vec::new(),
         authz: Arc::new(authz),
         path_normalization: Default::default(),
+        outbound_policy: None,
         opaque: BTreeSet::from([9001]),
         telemetry: Default::default(),
     })

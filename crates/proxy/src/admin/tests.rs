@@ -59,6 +59,7 @@ fn health(listening: &[u16]) -> (CredsStore, watch::Sender<Status>, Health) {
     let view = View {
         authz: Default::default(),
         path_normalization: Default::default(),
+        outbound_policy: None,
         opaque: Default::default(),
         telemetry: Default::default(),
         version: 1,

@@ -386,6 +386,29 @@ impl Outbound {
         })
     }
 
+    /// The destination of a TCP stream to `authority` (a CONNECT tunnel or a captured
+    /// connection): the first VirtualService TCP route its port selects, else the service
+    /// itself.
+    fn tcp_destination(
+        &self,
+        authority: &Authority,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+    ) -> Result<Resolved, Refused> {
+        let (view, index, port) = self.service_of(authority, 0)?;
+        let routes = &view.services[index].tcp_routes;
+        let target = if routes.is_empty() {
+            (index, port, None)
+        } else {
+            let route = routes
+                .iter()
+                .find(|r| r.ports.is_empty() || r.ports.contains(&port))
+                .ok_or_else(|| Refused::no_route("no TCP route of the VirtualService matches"))?;
+            Self::routed(&view, &route.destinations, port)?
+        };
+        self.destination(Arc::clone(&view), target, headers, peer)
+    }
+
     /// Records how an exchange with the chosen endpoint ended (outlier detection).
     fn outcome(&self, resolved: &Resolved, outcome: Outcome) {
         resolved.cluster.record(
@@ -432,23 +455,7 @@ impl Outbound {
             Some(a) if a.port_u16().is_some() => a,
             _ => return self.refuse(ex, None, Refused::bad_request("CONNECT needs host:port")),
         };
-        let resolved = match self
-            .service_of(&authority, 0)
-            .and_then(|(view, index, port)| {
-                let routes = &view.services[index].tcp_routes;
-                let target = if routes.is_empty() {
-                    (index, port, None)
-                } else {
-                    let route = routes
-                        .iter()
-                        .find(|r| r.ports.is_empty() || r.ports.contains(&port))
-                        .ok_or_else(|| {
-                            Refused::no_route("no TCP route of the VirtualService matches")
-                        })?;
-                    Self::routed(&view, &route.destinations, port)?
-                };
-                self.destination(Arc::clone(&view), target, req.headers(), peer)
-            }) {
+        let resolved = match self.tcp_destination(&authority, req.headers(), peer) {
             Ok(r) => r,
             Err(refused) => return self.refuse(ex, None, refused),
         };
@@ -500,7 +507,7 @@ impl Outbound {
     ) -> Result<(), String> {
         let authority = Authority::try_from(dst.to_string()).map_err(|e| e.to_string())?;
         let resolved = self
-            .route(&authority, 0, &HeaderMap::new(), peer)
+            .tcp_destination(&authority, &HeaderMap::new(), peer)
             .map_err(|refused| refused.reason)?;
         let Some(_slot) = resolved.cluster.connection(&resolved.policy.limits) else {
             return Err(self.overflow(&resolved, "maxConnections").reason);

@@ -123,6 +123,8 @@ impl Outbound {
     ) {
         let started = Started::now();
         let view = Arc::clone(&self.view.borrow());
+        // MeshConfig, when the control plane says; else the proxy's flag.
+        let policy = view.outbound_policy.unwrap_or(policy);
         let (service, route) = match destination(&view, dst) {
             Destination::Service => {
                 if let Err(reason) = self.tunnel_captured(client, peer, dst).await {
@@ -200,6 +202,7 @@ mod tests {
         View {
             authz: Default::default(),
             path_normalization: Default::default(),
+            outbound_policy: None,
             opaque: Default::default(),
             telemetry: Default::default(),
             version: 1,

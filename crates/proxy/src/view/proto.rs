@@ -17,7 +17,7 @@ use super::{
     routes,
 };
 use crate::access_log::AccessLogFormat;
-use crate::config::MtlsMode;
+use crate::config::{MtlsMode, OutboundPolicy};
 use crate::metrics::labels::{Peers, ServiceLabels, WorkloadLabels};
 
 /// Most services, ports, endpoints or workloads one view may carry (bounds memory and lookups).
@@ -121,6 +121,11 @@ pub fn from_proto(view: pb::ProxyView, name: &str, namespace: &str) -> Result<Vi
         services,
         authz: Arc::new(authz(&workload.authorization_json)?),
         path_normalization: path_normalization(&workload.path_normalization_json)?,
+        outbound_policy: match pb::OutboundMode::try_from(workload.outbound_mode) {
+            Ok(pb::OutboundMode::AllowAny) => Some(OutboundPolicy::AllowAny),
+            Ok(pb::OutboundMode::RegistryOnly) => Some(OutboundPolicy::RegistryOnly),
+            Ok(pb::OutboundMode::Unspecified) | Err(_) => None,
+        },
         telemetry,
     })
 }
@@ -417,6 +422,7 @@ mod tests {
                 access_log: pb::AccessLog::Json as i32,
                 authorization_json: r#"{"policies":[{"namespace":"team-app","name":"deny-all","action":"ALLOW","dryRun":false,"rules":[]}]}"#.into(),
                 path_normalization_json: r#""MERGE_SLASHES""#.into(),
+                outbound_mode: pb::OutboundMode::RegistryOnly as i32,
             }),
             services: vec![pb::ServiceView {
                 host: "httpbin.team-app.svc.cluster.local".into(),
@@ -470,6 +476,7 @@ mod tests {
         assert!(v.opaque.contains(&8080));
         assert_eq!(v.authz.policies[0].name, "deny-all");
         assert_eq!(v.path_normalization, NormalizationType::MergeSlashes);
+        assert_eq!(v.outbound_policy, Some(OutboundPolicy::RegistryOnly));
         let t = &v.telemetry;
         assert_eq!(&*t.workload.app, "sleep");
         assert_eq!(&*t.workload.version, "unknown");

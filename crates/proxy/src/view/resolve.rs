@@ -113,6 +113,7 @@ mod tests {
         View {
             authz: Default::default(),
             path_normalization: Default::default(),
+            outbound_policy: None,
             opaque: Default::default(),
             telemetry: Default::default(),
             version: 1,
