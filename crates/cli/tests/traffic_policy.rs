@@ -428,6 +428,20 @@ fn virtual_service_routes_split_retry_time_out_and_inject_faults() {
     let metrics = direct(&format!("http://{VS_NET}.1.1:15090/stats/prometheus")).1;
     assert!(metrics.contains("event=\"retry\""), "{metrics}");
 
+    // proxy-config routes shows the VirtualService's routes as the sidecar holds them.
+    let out = cp.cli(&["proxy-config", "routes", "cli.t"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("header x-canary=exact:yes")
+            && text.contains("web|v1 80, web|v2 20")
+            && text.contains("fault abort 418")
+            && text.contains("retries 3")
+            && text.contains("timeout 300ms")
+            && text.contains("t/web"),
+        "{text}{}",
+        stderr(&out)
+    );
+
     // A route timeout: 504 with Envoy's UT.
     let (code, body) = vs_get("http://slow:8080/get", &[]);
     assert_eq!(code, "504", "{body}");

@@ -89,6 +89,10 @@ pub(crate) enum ProxyConfigCommand {
     /// Every endpoint of every cluster, with the identity it must present.
     #[command(visible_alias = "endpoint", alias = "ep")]
     Endpoints(TargetArgs),
+    /// The HTTP and TCP routes of every service: VirtualService matches, destinations and
+    /// weights, timeouts, retries and faults.
+    #[command(visible_alias = "route", alias = "r")]
+    Routes(TargetArgs),
     /// The workload certificate (`default`) and the trust roots (`ROOTCA`).
     #[command(visible_alias = "secrets", alias = "s")]
     Secret(TargetArgs),
@@ -145,6 +149,7 @@ pub(crate) fn run(command: ProxyConfigCommand) -> anyhow::Result<ExitCode> {
             ProxyConfigCommand::Listeners(args) => listeners(&args).await,
             ProxyConfigCommand::Clusters(args) => clusters(&args).await,
             ProxyConfigCommand::Endpoints(args) => endpoints(&args).await,
+            ProxyConfigCommand::Routes(args) => routes(&args).await,
             ProxyConfigCommand::Secret(args) => secret(&args).await,
             ProxyConfigCommand::Log(args) => log(&args).await,
         }
@@ -765,6 +770,198 @@ async fn endpoints(args: &TargetArgs) -> anyhow::Result<()> {
     }
     print!("{}", output::render(&mut table));
     Ok(())
+}
+
+// === routes ===
+
+/// One route row.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RouteRow {
+    host: String,
+    protocol: &'static str,
+    /// `match` conditions, any of which selects the route.
+    r#match: Vec<String>,
+    destinations: Vec<String>,
+    /// Timeout, retries and faults.
+    policy: Vec<String>,
+    virtual_service: Option<String>,
+    /// The route as the sidecar holds it.
+    route: Value,
+}
+
+/// `prefix:/api header x-canary=exact:yes`: one `match` of a route.
+fn match_summary(m: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(uri) = m["uri"].as_str() {
+        parts.push(uri.to_owned());
+    }
+    for header in m["headers"].as_array().into_iter().flatten() {
+        parts.push(format!(
+            "header {}={}",
+            header[0].as_str().unwrap_or("?"),
+            header[1].as_str().unwrap_or("?")
+        ));
+    }
+    if let Some(method) = m["method"].as_str() {
+        parts.push(format!("method {method}"));
+    }
+    if let Some(port) = m["port"].as_u64() {
+        parts.push(format!("port {port}"));
+    }
+    parts.join(" ")
+}
+
+fn destination_summary(d: &Value) -> String {
+    let host = d["host"].as_str().unwrap_or("?");
+    let mut out = host.split('.').next().unwrap_or(host).to_owned();
+    if let Some(port) = d["port"].as_u64() {
+        out.push_str(&format!(":{port}"));
+    }
+    if let Some(subset) = d["subset"].as_str() {
+        out.push_str(&format!("|{subset}"));
+    }
+    format!("{out} {}", d["weight"].as_u64().unwrap_or(0))
+}
+
+async fn routes(args: &TargetArgs) -> anyhow::Result<()> {
+    let target = Target::find(args).await?;
+    let dump = target.get_json("/config_dump").await?;
+    target.warn_unsynced();
+    let mut rows = Vec::new();
+    for service in dump["view"]["services"].as_array().into_iter().flatten() {
+        let host = service["host"].as_str().unwrap_or_default().to_owned();
+        let source = service["routes_source"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
+        let http = service["http_routes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let tcp = service["tcp_routes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if http.is_empty() && tcp.is_empty() {
+            rows.push(RouteRow {
+                host: host.clone(),
+                protocol: "HTTP",
+                r#match: vec!["/*".to_owned()],
+                destinations: vec![format!(
+                    "{} (every endpoint)",
+                    host.split('.').next().unwrap_or(&host)
+                )],
+                policy: Vec::new(),
+                virtual_service: None,
+                route: Value::Null,
+            });
+            continue;
+        }
+        for route in &http {
+            let mut policy = Vec::new();
+            if let Some(t) = route["timeout"].as_object() {
+                policy.push(format!("timeout {}ms", duration_ms(t)));
+            }
+            if let Some(r) = route["retries"].as_object() {
+                policy.push(format!(
+                    "retries {}",
+                    r.get("attempts").and_then(Value::as_u64).unwrap_or(0)
+                ));
+            }
+            if !route["delay"].is_null() {
+                policy.push("fault delay".to_owned());
+            }
+            if let Some(status) = route["abort"][0].as_u64() {
+                policy.push(format!("fault abort {status}"));
+            }
+            let matches: Vec<String> = route["matches"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(match_summary)
+                .collect();
+            rows.push(RouteRow {
+                host: host.clone(),
+                protocol: "HTTP",
+                r#match: if matches.is_empty() {
+                    vec!["/*".to_owned()]
+                } else {
+                    matches
+                },
+                destinations: route["destinations"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(destination_summary)
+                    .collect(),
+                policy,
+                virtual_service: source.clone(),
+                route: route.clone(),
+            });
+        }
+        for route in &tcp {
+            let ports: Vec<String> = route["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_u64)
+                .map(|p| format!("port {p}"))
+                .collect();
+            rows.push(RouteRow {
+                host: host.clone(),
+                protocol: "TCP",
+                r#match: if ports.is_empty() {
+                    vec!["*".to_owned()]
+                } else {
+                    ports
+                },
+                destinations: route["destinations"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(destination_summary)
+                    .collect(),
+                policy: Vec::new(),
+                virtual_service: source.clone(),
+                route: route.clone(),
+            });
+        }
+    }
+    if args.output == Output::Json {
+        return print_json(&rows);
+    }
+    let mut table = output::table([
+        "VHOST",
+        "PROTOCOL",
+        "MATCH",
+        "DESTINATIONS",
+        "POLICY",
+        "VIRTUAL SERVICE",
+    ]);
+    for row in rows {
+        table.add_row([
+            row.host,
+            row.protocol.to_owned(),
+            row.r#match.join(" | "),
+            row.destinations.join(", "),
+            if row.policy.is_empty() {
+                "-".to_owned()
+            } else {
+                row.policy.join(", ")
+            },
+            row.virtual_service.unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    print!("{}", output::render(&mut table));
+    Ok(())
+}
+
+/// Milliseconds of a serialized `Duration` (`{"secs": …, "nanos": …}`).
+fn duration_ms(d: &serde_json::Map<String, Value>) -> u64 {
+    let secs = d.get("secs").and_then(Value::as_u64).unwrap_or(0);
+    let nanos = d.get("nanos").and_then(Value::as_u64).unwrap_or(0);
+    secs * 1000 + nanos / 1_000_000
 }
 
 // === secret ===
