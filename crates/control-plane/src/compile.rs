@@ -664,6 +664,7 @@ fn wire_traffic(settings: &TrafficSettings) -> Option<TrafficPolicy> {
             wire.max_pending_requests = count(http.http1_max_pending_requests);
             wire.max_requests = count(http.http2_max_requests);
             wire.max_requests_per_connection = count(http.max_requests_per_connection);
+            wire.max_retries = count(http.max_retries);
             wire.idle_timeout_ms = ms(http.idle_timeout);
         }
     }

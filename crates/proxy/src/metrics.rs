@@ -103,8 +103,9 @@ impl Default for Metrics {
         let traffic = Family::<TrafficLabels, Counter>::default();
         registry.register(
             "meshward_upstream_events",
-            "DestinationRule traffic policy at work, by cluster and event: overflow (503 UO, a \
-             connectionPool limit), ejection and unejection (outlierDetection)",
+            "DestinationRule and VirtualService policy at work, by cluster and event: overflow \
+             (503 UO, a connectionPool limit), ejection and unejection (outlierDetection), retry \
+             and retry_overflow (maxRetries reached)",
             traffic.clone(),
         );
         let inbound = Family::<InboundLabels, Counter>::default();

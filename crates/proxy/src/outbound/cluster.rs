@@ -108,6 +108,7 @@ pub(crate) struct Cluster {
     connections: AtomicUsize,
     pending: AtomicUsize,
     requests: AtomicUsize,
+    retries: AtomicUsize,
     health: Mutex<HashMap<Address, Health>>,
 }
 
@@ -123,6 +124,7 @@ enum SlotKind {
     Connection,
     Pending,
     Request,
+    Retry,
 }
 
 impl Slot {
@@ -131,6 +133,7 @@ impl Slot {
             SlotKind::Connection => &self.cluster.connections,
             SlotKind::Pending => &self.cluster.pending,
             SlotKind::Request => &self.cluster.requests,
+            SlotKind::Retry => &self.cluster.retries,
         }
     }
 }
@@ -163,6 +166,7 @@ impl Cluster {
             connections: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
+            retries: AtomicUsize::new(0),
             health: Mutex::default(),
         }
     }
@@ -245,6 +249,11 @@ impl Cluster {
     /// A connection slot (`maxConnections`), `None` when the limit is reached.
     pub(crate) fn connection(self: &Arc<Self>, limits: &Limits) -> Option<Slot> {
         self.take(SlotKind::Connection, limits.max_connections)
+    }
+
+    /// A retry slot (`maxRetries`), `None` when that many retries are in flight.
+    pub(crate) fn retry(self: &Arc<Self>, limits: &Limits) -> Option<Slot> {
+        self.take(SlotKind::Retry, limits.max_retries)
     }
 
     /// A place in the queue of requests waiting for a connection (`http1MaxPendingRequests`),

@@ -633,6 +633,7 @@ impl Outbound {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut request = Some(first);
         let mut tries = 0;
+        let mut retry_slot = None;
         loop {
             let req = match request.take() {
                 Some(req) => req,
@@ -671,32 +672,35 @@ impl Outbound {
             };
             let more = retries.as_ref().is_some_and(|r| tries <= r.attempts)
                 && deadline.is_none_or(|d| Instant::now() < d);
+            let wanted = match &outcome {
+                Ok(resp) => retries
+                    .as_ref()
+                    .is_some_and(|r| r.on.status(resp.status().as_u16())),
+                Err(failed) => {
+                    failed.retriable
+                        && retries
+                            .as_ref()
+                            .is_some_and(|r| r.on.failure(failed.connected))
+                }
+            };
+            if more && wanted {
+                // `maxRetries`: retries in flight to the destination; beyond, no retry.
+                let metrics = self.telemetry.metrics();
+                if let Some(slot) = resolved.cluster.retry(&resolved.policy.limits) {
+                    retry_slot = Some(slot);
+                    tracing::debug!(tries, "retrying");
+                    metrics.record_upstream_event(resolved.cluster.name(), "retry");
+                    continue;
+                }
+                metrics.record_upstream_event(resolved.cluster.name(), "retry_overflow");
+            }
+            drop(retry_slot.take());
             match outcome {
                 Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    if more && retries.as_ref().is_some_and(|r| r.on.status(status)) {
-                        tracing::debug!(status, tries, "retrying");
-                        self.telemetry
-                            .metrics()
-                            .record_upstream_event(resolved.cluster.name(), "retry");
-                        continue;
-                    }
                     ex.upstream_responded();
                     return ex.respond(resp);
                 }
                 Err(failed) => {
-                    if failed.retriable
-                        && more
-                        && retries
-                            .as_ref()
-                            .is_some_and(|r| r.on.failure(failed.connected))
-                    {
-                        tracing::debug!(reason = %failed.refused.reason, tries, "retrying");
-                        self.telemetry
-                            .metrics()
-                            .record_upstream_event(resolved.cluster.name(), "retry");
-                        continue;
-                    }
                     let refused =
                         if failed.timed_out && deadline.is_some_and(|d| Instant::now() >= d) {
                             Refused::timeout()

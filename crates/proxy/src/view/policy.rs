@@ -32,6 +32,8 @@ pub struct Limits {
     pub max_requests: Option<usize>,
     /// Requests sent on one connection before it is closed.
     pub max_requests_per_connection: Option<usize>,
+    /// Retries in flight (`maxRetries`): beyond, a failed try is not retried.
+    pub max_retries: Option<usize>,
     /// TCP connect timeout (the proxy's own when unset).
     pub connect_timeout: Option<Duration>,
     /// Idle time after which a pooled connection is not reused.
@@ -110,6 +112,7 @@ impl Policy {
                 max_pending: limit(p.max_pending_requests),
                 max_requests: limit(p.max_requests),
                 max_requests_per_connection: limit(p.max_requests_per_connection),
+                max_retries: limit(p.max_retries),
                 connect_timeout: ms(p.connect_timeout_ms),
                 idle_timeout: ms(p.idle_timeout_ms),
                 keepalive,
