@@ -1,6 +1,7 @@
 //! The proxy benchmark (`bench/mesh/run.sh`) in its shortest mode: every contender starts,
-//! carries traffic, and appears in the table. No figure is checked: this machine's timings
-//! say nothing in a test.
+//! carries traffic, and appears in the table; and the traffic-policy benchmark
+//! (`bench/mesh/policy.sh`, on 127.214.0.0/16) measures both of its meshes with every request
+//! answered. No figure is checked: this machine's timings say nothing in a test.
 //!
 //! Needs haproxy, nginx (with its stream module), wrk, curl and openssl (`.ci/run` installs
 //! them). The harness runs its servers on 127.212.0.0/16 only, bounds each with `timeout`, and
@@ -151,4 +152,36 @@ fn harness_prints_the_table_with_every_contender() {
             .all(|c| c.parse::<f64>() == Ok(0.0)),
         "failed requests: {errors}"
     );
+}
+
+#[test]
+fn policy_harness_measures_the_mesh_with_and_without_traffic_policy() {
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let workspace = bench.parent().unwrap();
+    let meshward = meshward_binary(workspace);
+    let child = Command::new("bash")
+        .arg(bench.join("mesh/policy.sh"))
+        .args(["--seconds", "1", "--connections", "4", "--net", "127.214"])
+        .arg("--meshward")
+        .arg(&meshward)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start bench/mesh/policy.sh");
+    let mut harness = Harness(child);
+    let mut stdout = harness.0.stdout.take().unwrap();
+    let mut out = String::new();
+    let _ = stdout.read_to_string(&mut out);
+    let status = harness.0.wait().unwrap();
+    assert!(status.success(), "policy.sh failed:\n{out}");
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| mesh"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for row in rows {
+        // Every request answered 2xx, with and without the policy.
+        assert!(row.trim_end().ends_with("| 0 |"), "{row}");
+    }
 }
