@@ -98,8 +98,8 @@ spec:
   hosts: [server]
   http:
   - route:
-    - {destination: {host: server, subset: v1}, weight: 90}
-    - {destination: {host: server, subset: v2}, weight: 10}
+    - {destination: {host: server, subset: v1}, weight: 50}
+    - {destination: {host: server, subset: v2}, weight: 50}
     timeout: 5s
     retries: {attempts: 2, perTryTimeout: 2s, retryOn: "5xx,connect-failure"}
 EOF
@@ -147,4 +147,4 @@ measure "no DestinationRule, no VirtualService (baseline)"
 # The sidecar acknowledges the new view within a second.
 sleep 2
 curl -sf --max-time 10 -x "http://$NET.1.1:15001" http://server.bench:8080/get >/dev/null
-measure "pool + outlier detection + 90/10 subsets + retries + timeout"
+measure "pool + outlier detection + 50/50 subsets + retries + timeout"

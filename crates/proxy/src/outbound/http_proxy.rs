@@ -186,7 +186,7 @@ impl Failed {
 
 /// Whether a fault applies to this request, `percent` out of 100.
 fn roll(percent: f64) -> bool {
-    crate::xds::random_unit() * 100.0 < percent
+    crate::outbound::cluster::fast_unit() * 100.0 < percent
 }
 
 /// A resolved destination: the view it came from, the service, the chosen endpoint, and the
@@ -305,7 +305,7 @@ impl Outbound {
         destinations: &[Weighted],
         port: u16,
     ) -> Result<(usize, u16, Option<String>), Refused> {
-        let d = draw(destinations, crate::xds::random_unit())
+        let d = draw(destinations, crate::outbound::cluster::fast_unit())
             .ok_or_else(|| Refused::no_route("the route has no destination"))?;
         let index = view
             .services
@@ -569,7 +569,7 @@ impl Outbound {
         } else {
             let path = parts.uri.path();
             match select_http(routes, path, &parts.headers, &parts.method, port) {
-                Some(route) => Some(route.clone()),
+                Some(route) => Some(route),
                 None => {
                     let refused = Refused::no_route("no route of the VirtualService matches");
                     return self.refuse(ex, view.services.get(index), refused);
@@ -647,15 +647,11 @@ impl Outbound {
                 }
             };
             tries += 1;
-            let resolved = match self.destination(
-                Arc::clone(&view),
-                target.clone(),
-                &req.headers().clone(),
-                peer,
-            ) {
-                Ok(r) => r,
-                Err(refused) => return self.refuse(ex, view.services.get(index), refused),
-            };
+            let resolved =
+                match self.destination(Arc::clone(&view), target.clone(), req.headers(), peer) {
+                    Ok(r) => r,
+                    Err(refused) => return self.refuse(ex, view.services.get(index), refused),
+                };
             let per_try = retries.as_ref().and_then(|r| r.per_try_timeout);
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let limit = match (per_try, left) {
