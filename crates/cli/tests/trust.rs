@@ -399,19 +399,30 @@ fn a_trust_domain_migration_under_traffic_renames_every_identity_and_fails_no_re
         );
     }
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    let (ok, failed) = load.join().unwrap();
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed during the migration: {failed:?}",
-        failed.len(),
-        ok + failed.len()
-    );
+    no_failed_request(&stop, load, "the migration");
     // On a new connection, the server's sidecar vouches for the caller under the new name
     // (pooled connections keep the certificate they were opened with).
     let fresh = Tunnel::open(net, "1").get().unwrap();
     assert!(fresh.starts_with("HTTP/1.1 200"), "{fresh}");
     assert!(fresh.contains("spiffe://new.local/ns/t/sa/cli"), "{fresh}");
+}
+
+/// Stops the traffic of `load` and asserts that no request failed `during` what it measured;
+/// returns how many succeeded.
+fn no_failed_request(
+    stop: &AtomicBool,
+    load: std::thread::JoinHandle<(usize, Vec<String>)>,
+    during: &str,
+) -> usize {
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during {during}: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+    ok
 }
 
 /// Requests from both clients, four at a time, until `stop`; returns (ok, failures).
@@ -465,14 +476,7 @@ fn a_root_rotation_under_continuous_traffic_fails_no_request() {
     }
     // More traffic on the new root alone, then stop.
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    let (ok, failed) = load.join().unwrap();
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed during the rotation: {failed:?}",
-        failed.len(),
-        ok + failed.len()
-    );
+    let ok = no_failed_request(&stop, load, "the rotation");
     assert!(ok > 10, "too little traffic: {ok}");
     println!("ROTATION_REQUESTS {ok}");
 
@@ -551,14 +555,7 @@ fn a_plug_in_root_made_with_openssl_swaps_in_under_traffic_without_a_failed_requ
     );
     assert!(out.contains("rotation completed (complete)"), "{out}");
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    let (ok, failed) = load.join().unwrap();
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed during the swap: {failed:?}",
-        failed.len(),
-        ok + failed.len()
-    );
+    let ok = no_failed_request(&stop, load, "the swap");
     assert!(ok > 10, "too little traffic: {ok}");
     let status = cli_ok(&cp, &["ca", "status"]);
     assert!(status.contains("Plugged root"), "{status}");
@@ -629,9 +626,7 @@ fn an_aborted_rotation_returns_to_the_old_root_without_a_failed_request() {
     );
     workloads.push(sidecar(&cp, net, "other", "3", None));
     wait_ready(net, "3");
-    stop.store(true, Ordering::Relaxed);
-    let (ok, failed) = load.join().unwrap();
-    assert!(failed.is_empty(), "{failed:?}");
+    let ok = no_failed_request(&stop, load, "the abort");
     assert!(ok > 0);
     assert_eq!(
         std::fs::read_to_string(cp.data_dir.join("ca/root-cert.pem")).unwrap(),
@@ -882,9 +877,7 @@ fn a_corrupt_ca_file_changes_nothing_and_a_new_intermediate_is_picked_up() {
     workloads.push(sidecar(&cp, net, "other", "3", None));
     wait_ready(net, "3");
     assert_eq!(request(net, "3").0, 0);
-    stop.store(true, Ordering::Relaxed);
-    let (ok, failed) = load.join().unwrap();
-    assert!(failed.is_empty(), "{failed:?}");
+    let ok = no_failed_request(&stop, load, "the intermediate swap");
     assert!(ok > 0, "no traffic during the intermediate swap");
 }
 
