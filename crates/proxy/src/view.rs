@@ -135,12 +135,6 @@ impl Service {
         }
     }
 
-    /// The same service, reachable by its exact host name only (a ServiceEntry host).
-    pub fn exact(mut self) -> Self {
-        self.exact_name = true;
-        self
-    }
-
     /// Its `destination_service*` labels, built once.
     pub fn labels(&self) -> Arc<ServiceLabels> {
         Arc::clone(

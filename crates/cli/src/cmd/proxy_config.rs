@@ -790,6 +790,38 @@ struct RouteRow {
     route: Value,
 }
 
+impl RouteRow {
+    /// The row of one `route` of `host`; no `matches` shows as `any`.
+    fn new(
+        host: &str,
+        protocol: &'static str,
+        matches: Vec<String>,
+        any: &str,
+        route: &Value,
+        policy: Vec<String>,
+        source: &Option<String>,
+    ) -> Self {
+        Self {
+            host: host.to_owned(),
+            protocol,
+            r#match: if matches.is_empty() {
+                vec![any.to_owned()]
+            } else {
+                matches
+            },
+            destinations: route["destinations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(destination_summary)
+                .collect(),
+            policy,
+            virtual_service: source.clone(),
+            route: route.clone(),
+        }
+    }
+}
+
 /// `prefix:/api header x-canary=exact:yes`: one `match` of a route.
 fn match_summary(m: &Value) -> String {
     let mut parts = Vec::new();
@@ -881,24 +913,9 @@ async fn routes(args: &TargetArgs) -> anyhow::Result<()> {
                 .flatten()
                 .map(match_summary)
                 .collect();
-            rows.push(RouteRow {
-                host: host.clone(),
-                protocol: "HTTP",
-                r#match: if matches.is_empty() {
-                    vec!["/*".to_owned()]
-                } else {
-                    matches
-                },
-                destinations: route["destinations"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(destination_summary)
-                    .collect(),
-                policy,
-                virtual_service: source.clone(),
-                route: route.clone(),
-            });
+            rows.push(RouteRow::new(
+                &host, "HTTP", matches, "/*", route, policy, &source,
+            ));
         }
         for route in &tcp {
             let ports: Vec<String> = route["ports"]
@@ -908,24 +925,15 @@ async fn routes(args: &TargetArgs) -> anyhow::Result<()> {
                 .filter_map(Value::as_u64)
                 .map(|p| format!("port {p}"))
                 .collect();
-            rows.push(RouteRow {
-                host: host.clone(),
-                protocol: "TCP",
-                r#match: if ports.is_empty() {
-                    vec!["*".to_owned()]
-                } else {
-                    ports
-                },
-                destinations: route["destinations"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(destination_summary)
-                    .collect(),
-                policy: Vec::new(),
-                virtual_service: source.clone(),
-                route: route.clone(),
-            });
+            rows.push(RouteRow::new(
+                &host,
+                "TCP",
+                ports,
+                "*",
+                route,
+                Vec::new(),
+                &source,
+            ));
         }
     }
     if args.output == Output::Json {

@@ -184,14 +184,14 @@ mod tests {
     #[test]
     fn service_entry_hosts_answer_to_their_exact_name_only() {
         let mut v = view();
-        let api = Service::new(
+        let mut api = Service::new(
             "api.example.com".into(),
             "api.example.com".into(),
             "team-app".into(),
             None,
             vec![ServicePort::new(443, vec![], vec![])],
-        )
-        .exact();
+        );
+        api.exact_name = true;
         v.services.push(api);
         assert!(v.resolve("API.example.com.", 443).is_ok());
         for other in [
