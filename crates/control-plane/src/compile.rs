@@ -399,7 +399,7 @@ fn attach_routes(mesh: &Mesh, client: &WorkloadInstance, view: &mut ServiceView)
             retry_attempts: route
                 .retries
                 .as_ref()
-                .map_or(0, |r| u32::try_from(r.attempts).unwrap_or(0)),
+                .map(|r| u32::try_from(r.attempts).unwrap_or(0)),
             per_try_timeout_ms: ms(route.retries.as_ref().and_then(|r| r.per_try_timeout)),
             retry_on: route
                 .retries

@@ -342,6 +342,11 @@ impl Exchange {
         req.map(|inner| CountedBody { inner, count })
     }
 
+    /// A request body of `bytes` was read whole before it was forwarded (kept for retries).
+    pub fn received_body(&self, bytes: u64) {
+        self.request_body.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// The response comes from the proxy, not the upstream: `flags` and `details` say why.
     /// Without flags, the proxy decided on its own and never tried the upstream.
     pub fn local(&mut self, flags: &'static str, details: impl Into<String>) {

@@ -26,6 +26,7 @@ use meshward_config::{
     },
 };
 use meshward_local::StateDir;
+use meshward_proxy::view::routes::Retries;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -884,7 +885,11 @@ async fn routes(args: &TargetArgs) -> anyhow::Result<()> {
                     "{} (every endpoint)",
                     host.split('.').next().unwrap_or(&host)
                 )],
-                policy: Vec::new(),
+                // What the sidecar applies to a service without a VirtualService.
+                policy: vec![format!(
+                    "retries {} (Istio's default)",
+                    Retries::istio_default().attempts
+                )],
                 virtual_service: None,
                 route: Value::Null,
             });

@@ -47,7 +47,7 @@ fn load_balancer(lb: &LoadBalancer, base: &str, issues: &mut Issues) {
     if lb.simple == Some(SimpleLb::Passthrough) {
         issues.error(
             format!("{base}.simple"),
-            "PASSTHROUGH is not supported by Meshward: the sidecar always picks an endpoint",
+            "PASSTHROUGH is not supported: Meshward's service addresses exist only in sidecars, so the sidecar picks the endpoint (a connection to a workload's own address already goes to that workload); use ROUND_ROBIN, LEAST_REQUEST or RANDOM",
         );
     }
     unsupported(

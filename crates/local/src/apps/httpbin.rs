@@ -1,4 +1,5 @@
-//! An httpbin-like HTTP server: `/get`, `/headers`, `/ip`, `/env`, `/status/{code}`, and `/`.
+//! An httpbin-like HTTP server: `/get`, `/post` and `/anything` (which echo the body as
+//! `data`), `/headers`, `/ip`, `/env`, `/status/{code}`, and `/`.
 //!
 //! Responses are JSON, as httpbin's are. Every response also says who called: the SPIFFE ID
 //! the sidecar passed on in `X-Forwarded-Client-Cert` (`URI=` field), so a demo shows at a
@@ -8,13 +9,17 @@ use std::{collections::BTreeMap, convert::Infallible, net::SocketAddr, time::Dur
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tracing::debug;
 
+/// The largest request body read.
+const MAX_BODY: usize = 1 << 20;
+/// How long a request body may take.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection is closed after this long, whatever it does.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -26,7 +31,17 @@ pub async fn serve(listener: TcpListener) {
         };
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| async move {
-                Ok::<_, Infallible>(respond(&req, peer))
+                let (parts, body) = req.into_parts();
+                let read =
+                    tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect())
+                        .await;
+                Ok::<_, Infallible>(match read {
+                    Ok(Ok(body)) => respond(&Request::from_parts(parts, body.to_bytes()), peer),
+                    _ => with_status(
+                        StatusCode::BAD_REQUEST,
+                        json!({"error": "request body too large or too slow"}),
+                    ),
+                })
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -44,16 +59,17 @@ pub async fn run(addr: SocketAddr) -> std::io::Result<()> {
 }
 
 /// The response to one request (pure, apart from reading the environment for `/env`).
-pub fn respond<B>(req: &Request<B>, peer: SocketAddr) -> Response<Full<Bytes>> {
+pub fn respond(req: &Request<Bytes>, peer: SocketAddr) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let caller = caller_identity(req.headers());
     let body = match path {
-        "/get" | "/" | "/anything" => json!({
+        "/get" | "/" | "/anything" | "/post" => json!({
             "args": query_args(req.uri().query()),
             "headers": headers(req.headers()),
             "origin": peer.ip().to_string(),
             "url": req.uri().to_string(),
             "method": req.method().as_str(),
+            "data": String::from_utf8_lossy(req.body()),
             "caller": caller,
         }),
         "/headers" => json!({ "headers": headers(req.headers()), "caller": caller }),
@@ -137,7 +153,7 @@ mod tests {
         if let Some(x) = xfcc {
             builder = builder.header("x-forwarded-client-cert", x);
         }
-        let req = builder.body(()).unwrap();
+        let req = builder.body(Bytes::new()).unwrap();
         let response = respond(&req, "127.0.0.9:4000".parse().unwrap());
         let status = response.status();
         let body = futures_body(response);

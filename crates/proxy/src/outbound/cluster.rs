@@ -177,11 +177,14 @@ impl Cluster {
     }
 
     /// Picks an endpoint of `port` that is not ejected, by the port's load balancer; `key` is
-    /// what a consistent hash hashes (a header's value or the client's address).
+    /// what a consistent hash hashes (a header's value or the client's address). Endpoints in
+    /// `avoid` (those a retry already tried) are left out while others are up, except under a
+    /// consistent hash, whose point is to keep the same endpoint.
     pub(crate) fn pick(
         &self,
         port: &ServicePort,
         key: Option<&[u8]>,
+        avoid: &[Address],
     ) -> Result<usize, ResolveError> {
         let endpoints = &port.endpoints;
         if endpoints.is_empty() {
@@ -189,7 +192,7 @@ impl Cluster {
         }
         let now = Instant::now();
         let health = lock(&self.health);
-        let up: Vec<usize> = (0..endpoints.len())
+        let mut up: Vec<usize> = (0..endpoints.len())
             .filter(|i| {
                 !health
                     .get(&endpoints[*i].address)
@@ -198,6 +201,17 @@ impl Cluster {
             .collect();
         if up.is_empty() {
             return Err(ResolveError::NoEndpoints);
+        }
+        let hashed = matches!(port.policy.balance, Balance::Hash(_));
+        if !avoid.is_empty() && !hashed {
+            let fresh: Vec<usize> = up
+                .iter()
+                .copied()
+                .filter(|i| !avoid.contains(&endpoints[*i].address))
+                .collect();
+            if !fresh.is_empty() {
+                up = fresh;
+            }
         }
         let active = |i: usize| health.get(&endpoints[i].address).map_or(0, |h| h.active);
         let chosen = match &port.policy.balance {
@@ -411,11 +425,39 @@ mod tests {
         let port = port(5, Balance::Hash(Some("x-user".into())));
         let cluster = Cluster::new("c".into());
         for user in ["alice", "bob", "carol"] {
-            let first = cluster.pick(&port, Some(user.as_bytes())).unwrap();
+            let first = cluster.pick(&port, Some(user.as_bytes()), &[]).unwrap();
             for _ in 0..20 {
-                assert_eq!(cluster.pick(&port, Some(user.as_bytes())).unwrap(), first);
+                assert_eq!(
+                    cluster.pick(&port, Some(user.as_bytes()), &[]).unwrap(),
+                    first
+                );
             }
         }
+    }
+
+    #[test]
+    fn a_retry_goes_to_an_endpoint_not_yet_tried_while_there_is_one() {
+        // Istio sets Envoy's `previous_hosts` retry predicate on every retry policy.
+        for balance in [Balance::RoundRobin, Balance::Random, Balance::LeastRequest] {
+            let port = port(3, balance);
+            let cluster = Cluster::new("c".into());
+            let tried = [
+                port.endpoints[0].address.clone(),
+                port.endpoints[2].address.clone(),
+            ];
+            for _ in 0..20 {
+                assert_eq!(cluster.pick(&port, None, &tried).unwrap(), 1);
+            }
+            // All tried: any endpoint again rather than none.
+            let all: Vec<Address> = port.endpoints.iter().map(|e| e.address.clone()).collect();
+            assert!(cluster.pick(&port, None, &all).is_ok());
+        }
+        // A consistent hash keeps its endpoint on a retry.
+        let port = port(3, Balance::Hash(Some("x-user".into())));
+        let cluster = Cluster::new("c".into());
+        let first = cluster.pick(&port, Some(b"alice"), &[]).unwrap();
+        let tried = [port.endpoints[first].address.clone()];
+        assert_eq!(cluster.pick(&port, Some(b"alice"), &tried).unwrap(), first);
     }
 
     #[test]
@@ -437,7 +479,7 @@ mod tests {
         }
         assert_eq!(cluster.ejected().len(), 1);
         for _ in 0..10 {
-            assert_eq!(cluster.pick(&port, None).unwrap(), 1);
+            assert_eq!(cluster.pick(&port, None, &[]).unwrap(), 1);
         }
     }
 

@@ -10,9 +10,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
-use http_body_util::Empty;
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1 as client1;
 use hyper::service::service_fn;
@@ -20,17 +21,17 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::MeshStream;
-use super::cluster::{Cluster, Outcome};
+use super::cluster::{Cluster, Outcome, fast_unit};
 use super::pool::{Conn, PoolKey, PooledBody, UpBody};
 use super::{ConnectError, Outbound};
 use crate::access_log::Direction;
 use crate::io::accept_until;
 use crate::metrics::istio::NO_FLAGS;
-use crate::telemetry::{CountedBody, Exchange, Metered, Started, TcpRecord};
+use crate::telemetry::{Exchange, Metered, Started, TcpRecord};
 use crate::tls::{ALPN_HTTP1, ALPN_TCP};
 use crate::view::policy::Balance;
-use crate::view::routes::{Weighted, draw, select_http};
-use crate::view::{Policy, ResolveError, Route, Service, View};
+use crate::view::routes::{Retries, Weighted, draw, select_http};
+use crate::view::{Address, Policy, ResolveError, Route, Service, View};
 use crate::web::{Body, full, http1_server, reply, serve_until};
 
 /// Hop-by-hop headers meant for this proxy, never forwarded (the upstream connection has its
@@ -42,6 +43,13 @@ const HOP_HEADERS: [&str; 5] = [
     "proxy-authorization",
     "proxy-authenticate",
 ];
+/// The largest request body kept for retries (Envoy's default buffer limit is 1 MiB; a mesh
+/// request that retries is small, and every kept byte is memory per request in flight).
+const RETRY_BODY_LIMIT: u64 = 64 * 1024;
+/// Envoy's default retry back-off base interval.
+const RETRY_BACKOFF_BASE: Duration = Duration::from_millis(25);
+/// How long a kept request body may take to arrive.
+const BODY_READ: Duration = Duration::from_secs(10);
 /// How long an idle pooled connection may take to be ready for the next request.
 const POOL_READY: Duration = Duration::from_secs(1);
 /// How often a request queued for a connection looks for a free one.
@@ -186,7 +194,7 @@ impl Failed {
 
 /// Whether a fault applies to this request, `percent` out of 100.
 fn roll(percent: f64) -> bool {
-    crate::outbound::cluster::fast_unit() * 100.0 < percent
+    fast_unit() * 100.0 < percent
 }
 
 /// A resolved destination: the view it came from, the service, the chosen endpoint, and the
@@ -305,7 +313,7 @@ impl Outbound {
         destinations: &[Weighted],
         port: u16,
     ) -> Result<(usize, u16, Option<String>), Refused> {
-        let d = draw(destinations, crate::outbound::cluster::fast_unit())
+        let d = draw(destinations, fast_unit())
             .ok_or_else(|| Refused::no_route("the route has no destination"))?;
         let index = view
             .services
@@ -325,13 +333,15 @@ impl Outbound {
     }
 
     /// Picks an endpoint of `service:port` (of `subset`) by the load balancer among those not
-    /// ejected; `headers` and `peer` give a consistent hash its key.
+    /// ejected, other than `tried` ones while there are others; `headers` and `peer` give a
+    /// consistent hash its key.
     fn destination(
         &self,
         view: Arc<View>,
         (index, port, subset): (usize, u16, Option<String>),
         headers: &HeaderMap,
         peer: SocketAddr,
+        tried: &[Address],
     ) -> Result<Resolved, Refused> {
         let service = &view.services[index];
         let whole = service
@@ -368,7 +378,7 @@ impl Outbound {
             _ => None,
         };
         let chosen = cluster
-            .pick(service_port, key)
+            .pick(service_port, key, tried)
             .map_err(|e| Refused::resolve(&e))?;
         let route = service_port
             .route_to(chosen)
@@ -406,7 +416,7 @@ impl Outbound {
                 .ok_or_else(|| Refused::no_route("no TCP route of the VirtualService matches"))?;
             Self::routed(&view, &route.destinations, port)?
         };
-        self.destination(Arc::clone(&view), target, headers, peer)
+        self.destination(Arc::clone(&view), target, headers, peer, &[])
     }
 
     /// Records how an exchange with the chosen endpoint ended (outlier detection).
@@ -616,42 +626,75 @@ impl Outbound {
         {
             parts.headers.insert(header::HOST, host);
         }
-        // A request without a body can be sent again; one with a body is tried once.
-        let retries = route
-            .as_ref()
-            .and_then(|r| r.retries.clone())
-            .filter(|_| body.is_end_stream());
-        let head = (
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.version,
-            parts.headers.clone(),
-        );
-        let first = ex.count_request(Request::from_parts(parts, UpBody::Left(body)));
+        // The route's retries; without a VirtualService, Istio's default policy.
+        let retries = match &route {
+            Some(route) => route.retries.clone(),
+            None => Some(Retries::istio_default()),
+        };
+        // A body that a retry can send again is read whole first (as Envoy buffers one); a
+        // larger or unannounced one streams and is tried once.
+        let keep = retries.is_some()
+            && (body.is_end_stream()
+                || body
+                    .size_hint()
+                    .exact()
+                    .is_some_and(|n| n <= RETRY_BODY_LIMIT));
+        let kept = if keep {
+            match read_body(body).await {
+                Ok(bytes) => {
+                    ex.received_body(bytes.len() as u64);
+                    Ok(bytes)
+                }
+                Err(reason) => {
+                    let refused = Refused::bad_request(&reason);
+                    return self.refuse(ex, view.services.get(index), refused);
+                }
+            }
+        } else {
+            Err(body)
+        };
+        // Tries are built from the head; what the server side attached is not sent on.
+        parts.extensions.clear();
+        let (first, kept) = match kept {
+            Ok(bytes) => {
+                let body = UpBody::Right(Full::new(bytes.clone()));
+                (Request::from_parts(parts.clone(), body), Some(bytes))
+            }
+            Err(body) => {
+                let first = ex.count_request(Request::from_parts(parts.clone(), body));
+                (first.map(UpBody::Left), None)
+            }
+        };
+        let retries = retries.filter(|_| kept.is_some());
         ex.set_path(&first);
         let timeout = route.as_ref().and_then(|r| r.timeout);
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut request = Some(first);
         let mut tries = 0;
         let mut retry_slot = None;
+        // Endpoints already tried: a retry goes elsewhere when it can (Envoy's
+        // `previous_hosts` predicate, which Istio sets on every retry policy).
+        let mut tried = Vec::new();
         loop {
             let req = match request.take() {
                 Some(req) => req,
                 None => {
-                    let mut again = Request::new(UpBody::Right(Empty::new()));
-                    *again.method_mut() = head.0.clone();
-                    *again.uri_mut() = head.1.clone();
-                    *again.version_mut() = head.2;
-                    *again.headers_mut() = head.3.clone();
-                    ex.count_request(again)
+                    let body = Full::new(kept.clone().unwrap_or_default());
+                    Request::from_parts(parts.clone(), UpBody::Right(body))
                 }
             };
             tries += 1;
-            let resolved =
-                match self.destination(Arc::clone(&view), target.clone(), req.headers(), peer) {
-                    Ok(r) => r,
-                    Err(refused) => return self.refuse(ex, view.services.get(index), refused),
-                };
+            let resolved = match self.destination(
+                Arc::clone(&view),
+                target.clone(),
+                req.headers(),
+                peer,
+                &tried,
+            ) {
+                Ok(r) => r,
+                Err(refused) => return self.refuse(ex, view.services.get(index), refused),
+            };
+            tried.push(resolved.route.address().clone());
             let per_try = retries.as_ref().and_then(|r| r.per_try_timeout);
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let limit = match (per_try, left) {
@@ -686,6 +729,7 @@ impl Outbound {
                     retry_slot = Some(slot);
                     tracing::debug!(tries, "retrying");
                     metrics.record_upstream_event(resolved.cluster.name(), "retry");
+                    tokio::time::sleep(retry_backoff(tries)).await;
                     continue;
                 }
                 metrics.record_upstream_event(resolved.cluster.name(), "retry_overflow");
@@ -715,7 +759,7 @@ impl Outbound {
     async fn attempt(
         &self,
         resolved: &Resolved,
-        mut req: Request<CountedBody<UpBody>>,
+        mut req: Request<UpBody>,
         ex: &mut Exchange,
     ) -> Result<Response<PooledBody>, Failed> {
         let service = resolved.service();
@@ -820,5 +864,44 @@ impl Outbound {
     fn pooled(&self, resp: Response<Incoming>, key: PoolKey, conn: Conn) -> Response<PooledBody> {
         let pool = Arc::clone(&self.pool);
         resp.map(|body| PooledBody::new(body, pool, key, conn))
+    }
+}
+
+/// Envoy's default pause before retry `n` (1 for the first): uniformly random up to
+/// (2ⁿ − 1) × 25 ms, at most 250 ms.
+fn retry_backoff(n: u32) -> Duration {
+    let ceiling = RETRY_BACKOFF_BASE
+        .saturating_mul((1u32 << n.min(10)) - 1)
+        .min(RETRY_BACKOFF_BASE * 10);
+    ceiling.mul_f64(fast_unit())
+}
+
+/// Reads a request body of announced length (at most [`RETRY_BODY_LIMIT`]) whole, within
+/// [`BODY_READ`].
+async fn read_body(body: Incoming) -> Result<Bytes, String> {
+    let limited = Limited::new(body, RETRY_BODY_LIMIT as usize);
+    match tokio::time::timeout(BODY_READ, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(err)) => Err(format!("request body: {err}")),
+        Err(_) => Err(format!(
+            "request body: not received within {} s",
+            BODY_READ.as_secs()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_backoff_stays_within_envoys_bounds() {
+        // Envoy: "randomly selected from the range [0, (2^N-1)*base_interval] ... max interval
+        // is 10 times the base interval".
+        for (n, most) in [(1, 25), (2, 75), (3, 175), (4, 250), (30, 250)] {
+            for _ in 0..100 {
+                assert!(retry_backoff(n) <= Duration::from_millis(most), "retry {n}");
+            }
+        }
     }
 }

@@ -23,11 +23,11 @@ const IDLE_PER_ROUTE: usize = 16;
 /// Routes with idle connections kept at once.
 const ROUTES: usize = 1024;
 
-/// A request body toward an upstream: the client's, or an empty one when a request without a
-/// body is sent again (retries).
-pub(crate) type UpBody = http_body_util::Either<Incoming, http_body_util::Empty<Bytes>>;
+/// A request body toward an upstream: the client's, streamed and counted as it goes, or one
+/// read whole beforehand (counted then) so that a retry can send it again.
+pub(crate) type UpBody = http_body_util::Either<CountedBody<Incoming>, http_body_util::Full<Bytes>>;
 
-type Sender = SendRequest<CountedBody<UpBody>>;
+type Sender = SendRequest<UpBody>;
 
 /// An upstream connection between requests.
 #[derive(Debug)]

@@ -172,6 +172,19 @@ pub struct Retries {
     pub on: RetryOn,
 }
 
+impl Retries {
+    /// Istio's retry policy for a route without `retries`, and for requests to a service
+    /// without a VirtualService: two retries on connect failures, resets and 503
+    /// (`retry.DefaultPolicy` in Istio's pilot).
+    pub fn istio_default() -> Self {
+        Self {
+            attempts: 2,
+            per_try_timeout: None,
+            on: RetryOn::parse(""),
+        }
+    }
+}
+
 /// One HTTP route.
 #[derive(Debug, Clone, Serialize)]
 pub struct HttpRoute {
@@ -318,11 +331,15 @@ pub fn http_routes(routes: &[pb::HttpRouteView], at: &str) -> Result<Vec<HttpRou
                 matches,
                 destinations,
                 timeout: ms(r.timeout_ms),
-                retries: (r.retry_attempts > 0).then(|| Retries {
-                    attempts: r.retry_attempts.min(MAX_ATTEMPTS),
-                    per_try_timeout: ms(r.per_try_timeout_ms),
-                    on: RetryOn::parse(&r.retry_on),
-                }),
+                retries: match r.retry_attempts {
+                    None => Some(Retries::istio_default()),
+                    Some(0) => None,
+                    Some(attempts) => Some(Retries {
+                        attempts: attempts.min(MAX_ATTEMPTS),
+                        per_try_timeout: ms(r.per_try_timeout_ms),
+                        on: RetryOn::parse(&r.retry_on),
+                    }),
+                },
                 delay: ms(r.delay_ms).map(|d| (d, r.delay_percent.clamp(0.0, 100.0))),
                 abort: u16::try_from(r.abort_status)
                     .ok()
