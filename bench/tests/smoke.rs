@@ -179,7 +179,7 @@ fn policy_harness_measures_the_mesh_with_and_without_traffic_policy() {
         .lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| mesh"))
         .collect();
-    assert_eq!(rows.len(), 2, "{out}");
+    assert_eq!(rows.len(), 3, "{out}");
     for row in rows {
         // Every request answered 2xx, with and without the policy.
         assert!(row.trim_end().ends_with("| 0 |"), "{row}");

@@ -8,7 +8,7 @@ mod support;
 
 use std::process::Stdio;
 
-use support::{ControlPlane, Running, meshward, stderr, stdout, wait_for};
+use support::{ControlPlane, Running, http_get, meshward, sample, stderr, stdout, wait_for};
 
 const POLICY: &str = r#"
 apiVersion: security.istio.io/v1
@@ -156,31 +156,6 @@ fn tokens_and_proxy_status_need_the_admin_credential() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-}
-
-/// A plain HTTP GET: the head and the body.
-fn http_get(addr: &str, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-    (head.to_owned(), body.to_owned())
-}
-
-/// The value of the sample `series` (exact name and labels) in a scrape.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use support::{ControlPlane, Running, meshward, stderr, stdout, wait_for};
+use support::{ControlPlane, Running, stderr, stdout, wait_for};
 
 const NET: &str = "127.44";
 
@@ -174,39 +174,14 @@ fn sidecar_originates_simple_and_mutual_tls_to_external_hosts() {
     let _mutual = s_server(d, "127.0.0.1:8444", Some("client-ca.pem"));
 
     let cp = ControlPlane::start(d, &format!("{NET}.0.1"), &[]);
-    let file = d.join("mesh.yaml");
-    std::fs::write(&file, manifests(d)).unwrap();
-    let out = cp.cli(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let token = stdout(&cp.cli(&[
-        "token",
-        "create",
-        "-n",
-        "shop",
-        "--service-account",
+    cp.apply(d, &manifests(d));
+    let mut sidecar = cp.sidecar(
+        "app.shop",
         "app",
-        "--ttl",
-        "5m",
-    ]))
-    .trim()
-    .to_owned();
-    let _sidecar = Running(
-        meshward()
-            .args([
-                "proxy",
-                "--workload",
-                "app.shop",
-                "--address",
-                &format!("{NET}.1.1"),
-            ])
-            .args(["--app-address", &format!("{NET}.2.1")])
-            .args(["--control-plane", &cp.grpc, "--control-plane-root"])
-            .arg(cp.data_dir.join("admin/root-cert.pem"))
-            .env("MESHWARD_JOIN_TOKEN", token)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+        &format!("{NET}.1.1"),
+        &format!("{NET}.2.1"),
     );
+    let _sidecar = Running(sidecar.spawn().unwrap());
     wait_for(
         || {
             request("http://api.payments.test/")

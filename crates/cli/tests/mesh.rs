@@ -7,12 +7,11 @@
 mod support;
 
 use std::{
-    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use support::{ControlPlane, Running, meshward, stderr, stdout, wait_for};
+use support::{ControlPlane, Running, meshward, stdout, wait_for};
 
 /// A server workload `srv.t` (STRICT) and a client `cli.t`, both with sidecars.
 fn manifests(net: &str) -> String {
@@ -56,31 +55,13 @@ fn start_workloads(cp: &ControlPlane, net: &str) -> Vec<Running> {
             .unwrap(),
     ));
     for (name, host) in [("srv", "2"), ("cli", "1")] {
-        let out = cp.cli(&[
-            "token",
-            "create",
-            "-n",
-            "t",
-            "--service-account",
+        let mut sidecar = cp.sidecar(
+            &format!("{name}.t"),
             name,
-            "--ttl",
-            "5m",
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let token = stdout(&out).trim().to_owned();
-        running.push(Running(
-            meshward()
-                .args(["proxy", "--workload", &format!("{name}.t")])
-                .args(["--address", &format!("{net}.1.{host}")])
-                .args(["--app-address", &format!("{net}.2.{host}")])
-                .args(["--control-plane", &cp.grpc])
-                .arg("--control-plane-root")
-                .arg(cp.data_dir.join("admin/root-cert.pem"))
-                .env("MESHWARD_JOIN_TOKEN", token)
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        ));
+            &format!("{net}.1.{host}"),
+            &format!("{net}.2.{host}"),
+        );
+        running.push(Running(sidecar.spawn().unwrap()));
     }
     for host in ["1", "2"] {
         wait_for(
@@ -110,13 +91,6 @@ fn request(net: &str) -> (i32, String) {
     ])
 }
 
-fn apply(cp: &ControlPlane, dir: &Path, net: &str) {
-    let file = dir.join("mesh.yaml");
-    std::fs::write(&file, manifests(net)).unwrap();
-    let out = cp.cli(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-}
-
 fn cert_serial(net: &str, host: &str) -> String {
     curl(&[&format!("http://{net}.1.{host}:15000/certs")]).1
 }
@@ -130,7 +104,7 @@ fn certificates_rotate_under_traffic_without_a_failed_request() {
         &format!("{net}.0.1"),
         &["--workload-cert-ttl", "20s"],
     );
-    apply(&cp, dir.path(), net);
+    cp.apply(dir.path(), &manifests(net));
     let _workloads = start_workloads(&cp, net);
 
     let (code, body) = request(net);
@@ -175,7 +149,7 @@ fn traffic_survives_the_control_plane_and_proxies_resync_after_it_returns() {
     let dir = tempfile::tempdir().unwrap();
     let net = "127.42";
     let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
-    apply(&cp, dir.path(), net);
+    cp.apply(dir.path(), &manifests(net));
     let _workloads = start_workloads(&cp, net);
     assert_eq!(request(net).0, 0);
 

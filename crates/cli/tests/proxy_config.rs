@@ -10,7 +10,7 @@ mod support;
 
 use std::path::Path;
 
-use support::{Down, run_up as run, stderr, stdout, wait_for};
+use support::{Down, http_get, run_up as run, sample, stderr, stdout, wait_for};
 
 const SUBNET: &str = "127.63";
 
@@ -83,31 +83,6 @@ fn metrics(home: &Path) -> String {
         serde_json::from_slice(&std::fs::read(home.join("context.json")).unwrap()).unwrap();
     let addr = context["monitoring"].as_str().unwrap();
     http_get(addr, "/metrics").1
-}
-
-/// A plain HTTP GET: the head and the body.
-fn http_get(addr: &str, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-    (head.to_owned(), body.to_owned())
-}
-
-/// The value of the sample `series` (exact name and labels) in a scrape.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[test]

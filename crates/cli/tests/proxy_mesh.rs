@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{ControlPlane, Running, meshward, stderr, stdout, wait_for};
+use support::{ControlPlane, Running, meshward, stdout, wait_for};
 
 const MESH: &str = r#"
 apiVersion: meshward.io/v1alpha1
@@ -122,24 +122,8 @@ fn start_mesh(
     dir: &std::path::Path,
     net: &str,
 ) -> (Arc<Mutex<Seen>>, Running, Running) {
-    let file = dir.join("mesh.yaml");
-    std::fs::write(&file, mesh(net)).unwrap();
-    let out = cp.cli(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let token = |sa: &str| {
-        let out = cp.cli(&[
-            "token",
-            "create",
-            "-n",
-            "team-app",
-            "--service-account",
-            sa,
-            "--ttl",
-            "10m",
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        stdout(&out).trim().to_owned()
-    };
+    cp.apply(dir, &mesh(net));
+    let token = |sa: &str| cp.token("team-app", sa, "10m");
     let seen = app(&format!("{net}.13:8080"));
     let server = proxy(
         "httpbin.team-app",

@@ -31,7 +31,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tonic::Code;
 use tonic::transport::Channel;
 
-use robustness::{apply, eventually};
+use robustness::eventually;
 use support::{ControlPlane, stderr, stdout};
 
 /// The control plane's view of the mesh: one workload with a sidecar.
@@ -116,18 +116,7 @@ fn openssl_csr(dir: &Path, name: &str, args: &[&str]) -> (Vec<u8>, String) {
 const P256: &[&str] = &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
 
 fn token(cp: &ControlPlane, ttl: &str) -> String {
-    let out = cp.cli(&[
-        "token",
-        "create",
-        "-n",
-        "team-app",
-        "--service-account",
-        "httpbin",
-        "--ttl",
-        ttl,
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    stdout(&out).trim().to_owned()
+    cp.token("team-app", "httpbin", ttl)
 }
 
 async fn sign(channel: Channel, csr: &[u8], token: &str) -> Result<SignResponse, tonic::Status> {
@@ -349,7 +338,7 @@ async fn join_tokens_cannot_be_replayed_guessed_raced_or_used_after_expiry() {
 async fn calls_without_the_right_certificate_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), "127.0.171.1", &[]);
-    apply(&cp, dir.path(), MESH);
+    cp.apply(dir.path(), MESH);
     let (csr, key) = openssl_csr(dir.path(), "w", P256);
     let svid = sign(channel(&cp, None).await, &csr, &token(&cp, "10m"))
         .await
@@ -685,7 +674,7 @@ async fn a_proxy_that_never_acknowledges_is_reported_and_costs_nothing() {
         "sidecar: true,",
         "sidecar: true, ports: [{name: http, port: 8080}],",
     );
-    apply(&cp, dir.path(), &mesh);
+    cp.apply(dir.path(), &mesh);
     let (csr, key) = openssl_csr(dir.path(), "w", P256);
     let svid = sign(channel(&cp, None).await, &csr, &token(&cp, "10m"))
         .await
@@ -714,7 +703,7 @@ async fn a_proxy_that_never_acknowledges_is_reported_and_costs_nothing() {
             "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: p, namespace: team-app}}\nspec: {{mtls: {{mode: {}}}}}\n",
             if i % 2 == 0 { "STRICT" } else { "PERMISSIVE" }
         );
-        apply(&cp, dir.path(), &policy);
+        cp.apply(dir.path(), &policy);
     }
     // proxy-status says so, and the control plane answers everyone else as before.
     assert!(

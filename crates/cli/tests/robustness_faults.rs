@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use robustness::{
-    MESH, Mesh, apply, eventually, http_get, is_ready, recording_app, sidecar, signal,
-    spawn_sidecar, status_via, token, wait_exit,
+    MESH, Mesh, eventually, http_get, is_ready, recording_app, sidecar, signal, spawn_sidecar,
+    status_via, token, wait_exit,
 };
 use support::{ControlPlane, Running, meshward, stderr};
 
@@ -77,7 +77,7 @@ fn a_control_plane_unreachable_at_start_means_not_ready_and_nothing_served() {
     let dir = tempfile::tempdir().unwrap();
     let net = "127.0.191";
     let cp = ControlPlane::start(dir.path(), &format!("{net}.1"), &[]);
-    apply(&cp, dir.path(), &MESH.replace("NET", net));
+    cp.apply(dir.path(), &MESH.replace("NET", net));
     let tok = token(&cp, "httpbin");
     let app = recording_app(&format!("{net}.13:8080"));
     let mut cp = cp;
@@ -125,7 +125,7 @@ fn a_control_plane_that_cannot_prove_itself_is_never_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let net = "127.0.195";
     let cp = ControlPlane::start(dir.path(), &format!("{net}.1"), &[]);
-    apply(&cp, dir.path(), &MESH.replace("NET", net));
+    cp.apply(dir.path(), &MESH.replace("NET", net));
     // A root from another CA given as the control plane's root.
     let other = dir.path().join("other-ca");
     let out = meshward()

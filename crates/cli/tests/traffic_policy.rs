@@ -105,29 +105,13 @@ fn app(net: &str, host: &str) -> Running {
 
 /// The sidecar of workload `name.t` (service account `account`) at `{net}.1.{host}`.
 fn sidecar(cp: &ControlPlane, net: &str, name: &str, account: &str, host: &str) -> Running {
-    let out = cp.cli(&[
-        "token",
-        "create",
-        "-n",
-        "t",
-        "--service-account",
+    let mut command = cp.sidecar(
+        &format!("{name}.t"),
         account,
-        "--ttl",
-        "5m",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    Running(
-        meshward()
-            .args(["proxy", "--workload", &format!("{name}.t")])
-            .args(["--address", &format!("{net}.1.{host}")])
-            .args(["--app-address", &format!("{net}.2.{host}")])
-            .args(["--control-plane", &cp.grpc, "--control-plane-root"])
-            .arg(cp.data_dir.join("admin/root-cert.pem"))
-            .env("MESHWARD_JOIN_TOKEN", stdout(&out).trim())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+        &format!("{net}.1.{host}"),
+        &format!("{net}.2.{host}"),
+    );
+    Running(command.spawn().unwrap())
 }
 
 /// `curl` through the client's sidecar: status and body.
@@ -170,10 +154,7 @@ fn who(url: &str, headers: &[&str]) -> String {
 fn destination_rule_traffic_policy_is_enforced() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &format!("{NET}.0.1"), &[]);
-    let file = dir.path().join("mesh.yaml");
-    std::fs::write(&file, manifests()).unwrap();
-    let out = cp.cli(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    cp.apply(dir.path(), &manifests());
     // Endpoint 3's app is down: its sidecar answers 503.
     let _a = app(NET, "2");
     let _sidecars = [
@@ -384,10 +365,7 @@ fn vs_get(url: &str, headers: &[&str]) -> (String, String) {
 fn virtual_service_routes_split_retry_time_out_and_inject_faults() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &format!("{VS_NET}.0.1"), &[]);
-    let file = dir.path().join("mesh.yaml");
-    std::fs::write(&file, vs_manifests()).unwrap();
-    let out = cp.cli(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    cp.apply(dir.path(), &vs_manifests());
     let _apps = [app(VS_NET, "2"), app(VS_NET, "3")];
     // The slow app accepts and never answers.
     let _slow = Running(

@@ -62,42 +62,15 @@ spec: {{mtls: {{mode: STRICT}}}}
 /// The workloads: (name, last octet).
 const WORKLOADS: [(&str, &str); 3] = [("srv", "2"), ("cli", "1"), ("other", "3")];
 
-fn apply(cp: &ControlPlane, dir: &Path, net: &str) {
-    let file = dir.join("mesh.yaml");
-    std::fs::write(&file, manifests(net)).unwrap();
-    let out = cp.cli(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-}
-
-fn token(cp: &ControlPlane, account: &str) -> String {
-    let out = cp.cli(&[
-        "token",
-        "create",
-        "-n",
-        "t",
-        "--service-account",
-        account,
-        "--ttl",
-        "5m",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    stdout(&out).trim().to_owned()
-}
-
 /// The sidecar of workload `name` at `{net}.1.{host}`, enrolled with a fresh join token; its
 /// log goes to `log` when given.
 fn sidecar(cp: &ControlPlane, net: &str, name: &str, host: &str, log: Option<&Path>) -> Running {
-    let token = token(cp, name);
-    let mut command = meshward();
-    command
-        .args(["proxy", "--workload", &format!("{name}.t")])
-        .args(["--address", &format!("{net}.1.{host}")])
-        .args(["--app-address", &format!("{net}.2.{host}")])
-        .args(["--control-plane", &cp.grpc])
-        .arg("--control-plane-root")
-        .arg(cp.data_dir.join("admin/root-cert.pem"))
-        .env("MESHWARD_JOIN_TOKEN", token)
-        .stdout(Stdio::null());
+    let mut command = cp.sidecar(
+        &format!("{name}.t"),
+        name,
+        &format!("{net}.1.{host}"),
+        &format!("{net}.2.{host}"),
+    );
     if let Some(log) = log {
         command.stderr(std::fs::File::create(log).unwrap());
     }
@@ -231,7 +204,7 @@ fn a_revoked_identity_is_cut_off_within_seconds_and_others_are_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let net = "127.81";
     let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
-    apply(&cp, dir.path(), net);
+    cp.apply(dir.path(), &manifests(net));
     let _workloads = start_workloads(&cp, net);
     assert_eq!(request(net, "1").0, 0);
     assert_eq!(request(net, "3").0, 0);
@@ -318,7 +291,7 @@ fn clients_close_their_open_connections_to_a_revoked_server() {
     let dir = tempfile::tempdir().unwrap();
     let net = "127.45";
     let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
-    apply(&cp, dir.path(), net);
+    cp.apply(dir.path(), &manifests(net));
     let _workloads = start_workloads(&cp, net);
     assert_eq!(request(net, "1").0, 0);
     // A tunnel and a pooled HTTP connection from the client to the server, both open.
@@ -342,7 +315,7 @@ fn a_revoked_certificate_serial_is_refused_and_its_connections_closed() {
     let dir = tempfile::tempdir().unwrap();
     let net = "127.85";
     let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
-    apply(&cp, dir.path(), net);
+    cp.apply(dir.path(), &manifests(net));
     let _workloads = start_workloads(&cp, net);
     let mut open = Tunnel::open(net, "1");
     assert!(open.get().unwrap().starts_with("HTTP/1.1 200"));
@@ -368,7 +341,7 @@ fn a_trust_domain_migration_under_traffic_renames_every_identity_and_fails_no_re
         &format!("{net}.0.1"),
         &["--workload-cert-ttl", "20s"],
     );
-    apply(&cp, dir.path(), net);
+    cp.apply(dir.path(), &manifests(net));
     let _workloads = start_workloads(&cp, net);
     assert!(
         request(net, "1")
@@ -450,7 +423,7 @@ fn a_root_rotation_under_continuous_traffic_fails_no_request() {
     let dir = tempfile::tempdir().unwrap();
     let net = "127.82";
     let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
-    apply(&cp, dir.path(), net);
+    cp.apply(dir.path(), &manifests(net));
     let _workloads = start_workloads(&cp, net);
     let old_root = std::fs::read_to_string(cp.data_dir.join("ca/root-cert.pem")).unwrap();
     let plan = cli_ok(&cp, &["ca", "rotate", "--plan", "--generate"]);
@@ -504,7 +477,7 @@ fn a_plug_in_root_made_with_openssl_swaps_in_under_traffic_without_a_failed_requ
     let dir = tempfile::tempdir().unwrap();
     let net = "127.48";
     let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
-    apply(&cp, dir.path(), net);
+    cp.apply(dir.path(), &manifests(net));
     let _workloads = start_workloads(&cp, net);
     // The operator's own root, as a company PKI would hand it over.
     let plug = dir.path().join("plug");
@@ -566,7 +539,7 @@ fn a_rotation_waits_for_a_missing_proxy_names_it_and_resumes_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let net = "127.84";
     let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
-    apply(&cp, dir.path(), net);
+    cp.apply(dir.path(), &manifests(net));
     let mut workloads = start_workloads(&cp, net);
     // `other`'s sidecar goes away: nobody can vouch for what it trusts.
     drop(workloads.pop());
@@ -607,7 +580,7 @@ fn an_aborted_rotation_returns_to_the_old_root_without_a_failed_request() {
     let dir = tempfile::tempdir().unwrap();
     let net = "127.86";
     let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
-    apply(&cp, dir.path(), net);
+    cp.apply(dir.path(), &manifests(net));
     let mut workloads = start_workloads(&cp, net);
     let old_root = std::fs::read_to_string(cp.data_dir.join("ca/root-cert.pem")).unwrap();
     // Hold the rotation at stage 1 with a missing proxy, then abort under traffic. The missing
@@ -746,7 +719,7 @@ fn a_corrupt_ca_file_changes_nothing_and_a_new_intermediate_is_picked_up() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
-    apply(&cp, dir.path(), net);
+    cp.apply(dir.path(), &manifests(net));
     let mut workloads = start_workloads(&cp, net);
     let monitoring = format!("{net}.0.1:15014");
     assert!(http_get(&monitoring, "/ready").starts_with("HTTP/1.1 200"));
@@ -910,7 +883,7 @@ fn a_foreign_trust_domain_is_accepted_only_while_its_trust_bundle_is_configured(
     let dir = tempfile::tempdir().unwrap();
     let net = "127.88";
     let cp = ControlPlane::start(dir.path(), &format!("{net}.0.1"), &[]);
-    apply(&cp, dir.path(), net);
+    cp.apply(dir.path(), &manifests(net));
     let _workloads = start_workloads(&cp, net);
 
     // Another mesh's CA (seed 004's EU region) and one of its workloads' certificates.

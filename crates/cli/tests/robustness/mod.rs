@@ -6,12 +6,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{ControlPlane, Running, meshward, stderr, stdout, wait_for};
+use crate::support::{ControlPlane, Running, meshward, wait_for};
 
 /// The mesh: `sleep` on `<net>.2` (app `<net>.12`), `httpbin` on `<net>.3` (app `<net>.13`),
 /// Service `httpbin-svc:8000` → 8080, namespace `team-app` STRICT. `{extra}` is appended.
@@ -159,8 +159,7 @@ impl Mesh {
     pub fn start(net: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cp = ControlPlane::start(dir.path(), &format!("{net}.1"), &[]);
-        apply(
-            &cp,
+        cp.apply(
             dir.path(),
             &format!("{}---\n{extra}", MESH.replace("NET", net)),
         );
@@ -194,38 +193,13 @@ impl Mesh {
 
     /// Applies `yaml`, which must succeed.
     pub fn apply(&self, yaml: &str) {
-        apply(&self.cp, self.dir.path(), yaml);
+        self.cp.apply(self.dir.path(), yaml);
     }
-}
-
-/// Applies `yaml` through the CLI; it must succeed.
-pub fn apply(cp: &ControlPlane, dir: &Path, yaml: &str) {
-    let file = dir.join(format!(
-        "apply-{}.yaml",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::write(&file, yaml).unwrap();
-    let out = cp.cli(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 /// A fresh join token for `team-app/<sa>`.
 pub fn token(cp: &ControlPlane, sa: &str) -> String {
-    let out = cp.cli(&[
-        "token",
-        "create",
-        "-n",
-        "team-app",
-        "--service-account",
-        sa,
-        "--ttl",
-        "10m",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    stdout(&out).trim().to_owned()
+    cp.token("team-app", sa, "10m")
 }
 
 /// The roots file proxies of `cp` trust.

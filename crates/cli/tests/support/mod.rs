@@ -91,6 +91,52 @@ impl ControlPlane {
             .output()
             .expect("run meshward")
     }
+
+    /// Writes `yaml` to `dir/mesh.yaml` and applies it; a refusal fails the test.
+    pub fn apply(&self, dir: &Path, yaml: &str) {
+        let file = dir.join("mesh.yaml");
+        std::fs::write(&file, yaml).expect("write the manifest");
+        let out = self.cli(&["apply", "-f", &file.to_string_lossy()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    /// A fresh join token for `namespace/account`, valid for `ttl`.
+    pub fn token(&self, namespace: &str, account: &str, ttl: &str) -> String {
+        let out = self.cli(&[
+            "token",
+            "create",
+            "-n",
+            namespace,
+            "--service-account",
+            account,
+            "--ttl",
+            ttl,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).trim().to_owned()
+    }
+
+    /// `meshward proxy` for `workload` (`name.namespace`) at `address`, its app at
+    /// `app_address`, enrolled here with a fresh join token for `account`; stdout discarded.
+    pub fn sidecar(
+        &self,
+        workload: &str,
+        account: &str,
+        address: &str,
+        app_address: &str,
+    ) -> Command {
+        let namespace = workload.split_once('.').map_or("default", |(_, ns)| ns);
+        let token = self.token(namespace, account, "5m");
+        let mut command = meshward();
+        command
+            .args(["proxy", "--workload", workload])
+            .args(["--address", address, "--app-address", app_address])
+            .args(["--control-plane", &self.grpc, "--control-plane-root"])
+            .arg(self.data_dir.join("admin/root-cert.pem"))
+            .env("MESHWARD_JOIN_TOKEN", token)
+            .stdout(Stdio::null());
+        command
+    }
 }
 
 /// Polls `ready` every 50 ms for up to 30 s.
@@ -117,4 +163,29 @@ pub fn in_fixtures(args: &[&str]) -> Output {
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
         .output()
         .expect("run meshward")
+}
+
+/// A plain HTTP GET to `addr` (one connection, closed after): the head and the body.
+pub fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (head.to_owned(), body.to_owned())
+}
+
+/// The value of the sample `series` (exact name and labels) in a Prometheus scrape.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }

@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -46,6 +46,8 @@ const HOP_HEADERS: [&str; 5] = [
 /// The largest request body kept for retries (Envoy's default buffer limit is 1 MiB; a mesh
 /// request that retries is small, and every kept byte is memory per request in flight).
 const RETRY_BODY_LIMIT: u64 = 64 * 1024;
+/// Istio's retry policy, for requests to a service without a VirtualService.
+static DEFAULT_RETRIES: LazyLock<Retries> = LazyLock::new(Retries::istio_default);
 /// Envoy's default retry back-off base interval.
 const RETRY_BACKOFF_BASE: Duration = Duration::from_millis(25);
 /// How long a kept request body may take to arrive.
@@ -628,8 +630,8 @@ impl Outbound {
         }
         // The route's retries; without a VirtualService, Istio's default policy.
         let retries = match &route {
-            Some(route) => route.retries.clone(),
-            None => Some(Retries::istio_default()),
+            Some(route) => route.retries.as_ref(),
+            None => Some(&*DEFAULT_RETRIES),
         };
         // A body that a retry can send again is read whole first (as Envoy buffers one); a
         // larger or unannounced one streams and is tried once.
@@ -639,7 +641,9 @@ impl Outbound {
                     .size_hint()
                     .exact()
                     .is_some_and(|n| n <= RETRY_BODY_LIMIT));
-        let kept = if keep {
+        let kept = if keep && body.is_end_stream() {
+            Ok(Bytes::new())
+        } else if keep {
             match read_body(body).await {
                 Ok(bytes) => {
                     ex.received_body(bytes.len() as u64);
@@ -694,8 +698,7 @@ impl Outbound {
                 Ok(r) => r,
                 Err(refused) => return self.refuse(ex, view.services.get(index), refused),
             };
-            tried.push(resolved.route.address().clone());
-            let per_try = retries.as_ref().and_then(|r| r.per_try_timeout);
+            let per_try = retries.and_then(|r| r.per_try_timeout);
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let limit = match (per_try, left) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -709,17 +712,12 @@ impl Outbound {
                 },
                 None => attempt.await,
             };
-            let more = retries.as_ref().is_some_and(|r| tries <= r.attempts)
+            let more = retries.is_some_and(|r| tries <= r.attempts)
                 && deadline.is_none_or(|d| Instant::now() < d);
             let wanted = match &outcome {
-                Ok(resp) => retries
-                    .as_ref()
-                    .is_some_and(|r| r.on.status(resp.status().as_u16())),
+                Ok(resp) => retries.is_some_and(|r| r.on.status(resp.status().as_u16())),
                 Err(failed) => {
-                    failed.retriable
-                        && retries
-                            .as_ref()
-                            .is_some_and(|r| r.on.failure(failed.connected))
+                    failed.retriable && retries.is_some_and(|r| r.on.failure(failed.connected))
                 }
             };
             if more && wanted {
@@ -727,6 +725,7 @@ impl Outbound {
                 let metrics = self.telemetry.metrics();
                 if let Some(slot) = resolved.cluster.retry(&resolved.policy.limits) {
                     retry_slot = Some(slot);
+                    tried.push(resolved.route.address().clone());
                     tracing::debug!(tries, "retrying");
                     metrics.record_upstream_event(resolved.cluster.name(), "retry");
                     tokio::time::sleep(retry_backoff(tries)).await;
