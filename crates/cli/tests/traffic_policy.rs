@@ -73,6 +73,20 @@ spec:
   trafficPolicy:
     loadBalancer: {{consistentHash: {{httpHeaderName: x-user}}}}
 ---
+apiVersion: v1
+kind: Service
+metadata: {{name: quiet, namespace: t}}
+spec: {{selector: {{app: web}}, ports: [{{port: 8080}}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: quiet, namespace: t}}
+spec:
+  host: quiet
+  trafficPolicy:
+    connectionPool:
+      tcp: {{idleTimeout: 1s}}
+---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: small, namespace: t}}
@@ -122,6 +136,33 @@ fn get(url: &str, headers: &[&str]) -> (String, String) {
 /// `curl` straight to `url` (a sidecar's own port).
 fn direct(url: &str) -> (String, String) {
     curl(&[url], &[])
+}
+
+/// A CONNECT tunnel to `target` through the forward proxy at `proxy`, its answer read.
+fn connect(proxy: &str, target: &str) -> TcpStream {
+    let mut tunnel = TcpStream::connect(proxy).unwrap();
+    tunnel
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        tunnel,
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"
+    )
+    .unwrap();
+    let head = read_head(&mut tunnel);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tunnel
+}
+
+/// An HTTP answer's head, up to and with the blank line, read a byte at a time.
+fn read_head(tcp: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 /// `curl -d` a body through the sidecar at `proxy`: status and answer.
@@ -232,19 +273,48 @@ fn destination_rule_traffic_policy_is_enforced() {
         }
     }
 
-    // Connection pool: a tunnel holds the one connection `maxConnections: 1` allows...
-    let mut tunnel = TcpStream::connect(format!("{NET}.1.1:15001")).unwrap();
-    tunnel
-        .set_read_timeout(Some(Duration::from_secs(5)))
+    // `connectionPool.tcp.idleTimeout`: a tunnel that carries a request every 300 ms lives
+    // past the 1 s idle timeout; once silent, the sidecar closes it.
+    let mut tunnel = connect(&format!("{NET}.1.1:15001"), "quiet:8080");
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(300));
+        write!(
+            tunnel,
+            "GET /get HTTP/1.1\r\nHost: quiet\r\nContent-Length: 0\r\n\r\n"
+        )
         .unwrap();
-    write!(
-        tunnel,
-        "CONNECT small:8080 HTTP/1.1\r\nHost: small:8080\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = [0u8; 12];
-    tunnel.read_exact(&mut head).unwrap();
-    assert_eq!(&head, b"HTTP/1.1 200");
+        let head = read_head(&mut tunnel);
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "the busy tunnel is open: {head}"
+        );
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap();
+        let mut body = vec![0u8; length];
+        tunnel.read_exact(&mut body).unwrap();
+    }
+    tunnel
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // Silence: the next read ends at the sidecar's close (a hang would time out and fail).
+    let mut rest = Vec::new();
+    tunnel.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    let out = cp.cli(&["proxy-config", "clusters", "cli.t"]);
+    assert!(
+        stdout(&out).contains("tcpIdleTimeout=1000ms"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Connection pool: a tunnel holds the one connection `maxConnections: 1` allows...
+    let tunnel = connect(&format!("{NET}.1.1:15001"), "small:8080");
     // ...so a second tunnel overflows at once, and a request waits in the pending queue until
     // the connect timeout, then overflows too: 503 with Envoy's UO.
     let (code, body) = get("http://small:8080/get", &[]);

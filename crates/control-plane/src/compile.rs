@@ -654,6 +654,10 @@ fn wire_traffic(settings: &TrafficSettings) -> Option<TrafficPolicy> {
         if let Some(tcp) = &pool.tcp {
             wire.max_connections = count(tcp.max_connections);
             wire.connect_timeout_ms = ms(tcp.connect_timeout);
+            // Zero stays zero: it turns the idle timeout off.
+            wire.tcp_idle_timeout_ms = tcp
+                .idle_timeout
+                .map(|d| u32::try_from(d.0.as_millis()).unwrap_or(u32::MAX));
             if let Some(keepalive) = &tcp.tcp_keepalive {
                 wire.keepalive_time_ms = ms(keepalive.time);
                 wire.keepalive_interval_ms = ms(keepalive.interval);

@@ -38,7 +38,7 @@ use crate::access_log::Direction;
 use crate::config::{MtlsMode, Timeouts};
 use crate::creds::{CredsReceiver, peer_id};
 use crate::drain::Drain;
-use crate::io::{Prefixed, accept_until, splice};
+use crate::io::{Prefixed, accept_until, splice_idle};
 use crate::metrics::inbound::PortStats;
 use crate::metrics::istio::NO_FLAGS;
 use crate::metrics::labels::{
@@ -47,6 +47,7 @@ use crate::metrics::labels::{
 use crate::telemetry::{Link, LinkLog, Metered, Started, TcpRecord, Telemetry};
 use crate::tls::{failure_reason, session_names};
 use crate::view::View;
+use crate::view::policy::DEFAULT_TCP_IDLE;
 
 /// Whether a port in `mode` admits a terminated mesh mTLS connection.
 fn admits_mtls(mode: MtlsMode) -> bool {
@@ -542,7 +543,8 @@ impl Inbound {
                 }
             };
         let _ = upstream.set_nodelay(true);
-        if let Err(err) = splice(io, &mut upstream).await {
+        // Istio's inbound TCP streams close after an hour without a byte, as outbound ones.
+        if let Err(err) = splice_idle(io, &mut upstream, Some(DEFAULT_TCP_IDLE)).await {
             tracing::debug!(%err, %app, "inbound TCP stream ended");
         }
         NO_FLAGS

@@ -4,6 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -55,6 +56,98 @@ where
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
     tokio::io::copy_bidirectional_with_sizes(a, b, COPY_BUFFER, COPY_BUFFER).await
+}
+
+/// [`splice`], closed with a `TimedOut` error when no byte has moved either way for `idle`
+/// (`None`: never). Each direction's progress goes through `a`, so watching `a` sees all.
+pub async fn splice_idle<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: Option<Duration>,
+) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let Some(idle) = idle else {
+        return splice(a, b).await;
+    };
+    let start = tokio::time::Instant::now();
+    let last = AtomicU64::new(0);
+    let mut watched = Watched {
+        inner: a,
+        start,
+        last: &last,
+    };
+    let copy = splice(&mut watched, b);
+    tokio::pin!(copy);
+    loop {
+        let seen = last.load(Ordering::Relaxed);
+        tokio::select! {
+            result = &mut copy => return result,
+            () = tokio::time::sleep_until(start + Duration::from_millis(seen) + idle) => {
+                // Bytes moved while this slept: wait again from the last of them.
+                if last.load(Ordering::Relaxed) == seen {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no byte either way for {idle:?} (idle timeout)"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// A stream that notes when bytes last moved through it (milliseconds after `start`).
+struct Watched<'a, S: ?Sized> {
+    inner: &'a mut S,
+    start: tokio::time::Instant,
+    last: &'a AtomicU64,
+}
+
+impl<S: ?Sized> Watched<'_, S> {
+    fn touch(&self) {
+        let now = self.start.elapsed().as_millis();
+        self.last
+            .store(u64::try_from(now).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin + ?Sized> AsyncRead for Watched<'_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin + ?Sized> AsyncWrite for Watched<'_, S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut *self.inner).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
 }
 
 // === impl Prefixed ===
@@ -133,6 +226,50 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn an_idle_splice_ends_and_a_busy_one_does_not() {
+        // Envoy's tcp_proxy idle_timeout: "the amount of time that the TCP proxy will allow a
+        // connection to exist with no upstream or downstream activity".
+        let idle = Some(Duration::from_secs(60));
+        let (mut client, mut near) = tokio::io::duplex(64);
+        let (mut far, mut server) = tokio::io::duplex(64);
+        let relay = tokio::spawn(async move { splice_idle(&mut near, &mut far, idle).await });
+        // Traffic every 40 s, one way then the other, for five minutes: still open.
+        let mut byte = [0u8; 1];
+        for round in 0..8 {
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            if round % 2 == 0 {
+                client.write_all(b"x").await.unwrap();
+                server.read_exact(&mut byte).await.unwrap();
+            } else {
+                server.write_all(b"y").await.unwrap();
+                client.read_exact(&mut byte).await.unwrap();
+            }
+        }
+        assert!(!relay.is_finished());
+        // Then silence: closed once a minute has passed without a byte.
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        let ended = relay.await.unwrap().unwrap_err();
+        assert_eq!(ended.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(
+            client.read(&mut byte).await.unwrap(),
+            0,
+            "the client sees the close"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn no_idle_timeout_waits_for_the_ends() {
+        let (mut client, mut near) = tokio::io::duplex(64);
+        let (mut far, mut server) = tokio::io::duplex(64);
+        let relay = tokio::spawn(async move { splice_idle(&mut near, &mut far, None).await });
+        tokio::time::sleep(Duration::from_secs(86_400)).await;
+        assert!(!relay.is_finished());
+        client.shutdown().await.unwrap();
+        server.shutdown().await.unwrap();
+        assert_eq!(relay.await.unwrap().unwrap(), (0, 0));
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn prefixed_replays_then_reads_through() {

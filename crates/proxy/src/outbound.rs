@@ -14,6 +14,7 @@ pub mod upstream;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::StatusCode;
 use rustls_pki_types::ServerName;
@@ -213,14 +214,19 @@ impl Outbound {
     }
 
     /// Carries bytes both ways between `client` and the upstream `server` reached along
-    /// `route`, until either side ends or the server is revoked.
-    async fn carry_to<C>(&self, client: &mut C, server: &mut MeshStream, route: &Route)
-    where
+    /// `route`, until either side ends, no byte moves for `idle`, or the server is revoked.
+    async fn carry_to<C>(
+        &self,
+        client: &mut C,
+        server: &mut MeshStream,
+        route: &Route,
+        idle: Option<Duration>,
+    ) where
         C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let revoked = self.until_server_revoked(route, server);
         tokio::select! {
-            result = crate::io::splice(client, server) => {
+            result = crate::io::splice_idle(client, server, idle) => {
                 if let Err(err) = result {
                     tracing::debug!(%err, "outbound stream ended");
                 }
@@ -372,8 +378,8 @@ impl Outbound {
 /// SO_KEEPALIVE with a DestinationRule's `tcpKeepalive` (the system's values where unset).
 fn set_keepalive(
     tcp: &TcpStream,
-    time: Option<std::time::Duration>,
-    interval: Option<std::time::Duration>,
+    time: Option<Duration>,
+    interval: Option<Duration>,
     probes: Option<u32>,
 ) {
     let mut keepalive = socket2::TcpKeepalive::new();

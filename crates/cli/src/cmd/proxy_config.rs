@@ -578,6 +578,12 @@ fn policy_summary(policy: &Value) -> String {
             parts.push(format!("{name}={n}"));
         }
     }
+    if let Some(idle) = limits["tcp_idle_timeout"].as_object() {
+        parts.push(match duration_ms(idle) {
+            0 => "tcpIdleTimeout=off".to_owned(),
+            ms => format!("tcpIdleTimeout={ms}ms"),
+        });
+    }
     if let Some(outlier) = policy["outlier"].as_object() {
         parts.push(format!(
             "outlier(5xx={},gateway={})",

@@ -182,9 +182,10 @@ pub struct TcpPool {
     /// Not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connection_duration: Option<serde_json::Value>,
-    /// Not supported.
+    /// Time without a byte either way after which a TCP connection is closed (unset: one
+    /// hour; `0s`: never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idle_timeout: Option<serde_json::Value>,
+    pub idle_timeout: Option<GoDuration>,
 }
 
 /// `connectionPool.tcp.tcpKeepalive`.

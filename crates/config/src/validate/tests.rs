@@ -444,6 +444,13 @@ fn validation_rules() {
             "at least 1ms",
         ),
         (
+            "Meshward compat: no maximum connection duration",
+            dr("{host: a, trafficPolicy: {connectionPool: {tcp: {maxConnectionDuration: 1h}}}}"),
+            Severity::Error,
+            "spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration",
+            "not supported",
+        ),
+        (
             "validateConnectionPool: at least one of tcp or http",
             dr("{host: a, trafficPolicy: {connectionPool: {}}}"),
             Severity::Error,
@@ -558,5 +565,12 @@ fn a_valid_policy_has_no_issue() {
     ];
     for spec in specs {
         assert_eq!(issues(&ap(spec)), vec![], "{spec}");
+    }
+    // connectionPool.tcp.idleTimeout: "If set to 0s, the timeout will be disabled."
+    for idle in ["0s", "1s", "1h"] {
+        let spec = format!(
+            "{{host: a, trafficPolicy: {{connectionPool: {{tcp: {{idleTimeout: {idle}}}}}}}}}"
+        );
+        assert_eq!(issues(&dr(&spec)), vec![], "{spec}");
     }
 }

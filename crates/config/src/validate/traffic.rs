@@ -142,17 +142,15 @@ fn connection_pool(pool: &ConnectionPool, base: &str, issues: &mut Issues) {
                 keepalive.interval,
             );
         }
+        // Istio: "If set to 0s, the timeout will be disabled" — zero is allowed here.
         unsupported(
             issues,
             &base,
-            &[
-                (
-                    "maxConnectionDuration",
-                    tcp.max_connection_duration.is_some(),
-                ),
-                ("idleTimeout", tcp.idle_timeout.is_some()),
-            ],
-            "use connectionPool.http.idleTimeout",
+            &[(
+                "maxConnectionDuration",
+                tcp.max_connection_duration.is_some(),
+            )],
+            "use connectionPool.tcp.idleTimeout",
         );
     }
     if let Some(http) = &pool.http {

@@ -498,7 +498,9 @@ impl Outbound {
                         Some(peer),
                     );
                     let mut client = Metered::new(TokioIo::new(upgraded), record);
-                    me.carry_to(&mut client, &mut server, &resolved.route).await;
+                    let idle = resolved.policy.limits.tcp_idle();
+                    me.carry_to(&mut client, &mut server, &resolved.route, idle)
+                        .await;
                     drop(slot);
                 }
                 Err(err) => tracing::debug!(%err, "CONNECT upgrade failed"),
@@ -539,7 +541,8 @@ impl Outbound {
             Some(peer),
         );
         let mut client = Metered::new(client, record);
-        self.carry_to(&mut client, &mut server, &resolved.route)
+        let idle = resolved.policy.limits.tcp_idle();
+        self.carry_to(&mut client, &mut server, &resolved.route, idle)
             .await;
         Ok(())
     }

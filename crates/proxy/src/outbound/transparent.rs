@@ -14,6 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
@@ -24,6 +25,7 @@ use crate::config::{OutboundPolicy, Transparent};
 use crate::io::accept_until;
 use crate::telemetry::{Metered, Started, TcpRecord};
 use crate::tls::ALPN_TCP;
+use crate::view::policy::DEFAULT_TCP_IDLE;
 use crate::view::{Address, ResolveError, Route, ServicePort, View};
 
 /// Where a captured connection goes.
@@ -37,6 +39,7 @@ enum Destination {
         service: usize,
         port: u16,
         route: Route,
+        idle: Option<Duration>,
     },
     /// Not in the mesh.
     External,
@@ -75,6 +78,7 @@ fn destination(view: &View, dst: SocketAddr) -> Destination {
                     service: index,
                     port: port.port,
                     route,
+                    idle: port.policy.limits.tcp_idle(),
                 },
                 Err(err) => Destination::Unreachable(err),
             };
@@ -125,7 +129,7 @@ impl Outbound {
         let view = Arc::clone(&self.view.borrow());
         // MeshConfig, when the control plane says; else the proxy's flag.
         let policy = view.outbound_policy.unwrap_or(policy);
-        let (service, route) = match destination(&view, dst) {
+        let (service, route, idle) = match destination(&view, dst) {
             Destination::Service => {
                 if let Err(reason) = self.tunnel_captured(client, peer, dst).await {
                     tracing::info!(%peer, %dst, %reason, "captured connection refused");
@@ -136,7 +140,8 @@ impl Outbound {
                 service,
                 port,
                 route,
-            } => (view.services.get(service).map(|s| (s, port)), route),
+                idle,
+            } => (view.services.get(service).map(|s| (s, port)), route, idle),
             Destination::Unreachable(err) => {
                 tracing::info!(%peer, %dst, %err, "captured connection refused");
                 return;
@@ -151,6 +156,7 @@ impl Outbound {
                 Route::Plain {
                     address: Address::Ip(dst),
                 },
+                Some(DEFAULT_TCP_IDLE),
             ),
         };
         let mut server = match self.connect(&route, ALPN_TCP).await {
@@ -170,7 +176,7 @@ impl Outbound {
             Some(peer),
         );
         let mut client = Metered::new(client, record);
-        self.carry_to(&mut client, &mut server, &route).await;
+        self.carry_to(&mut client, &mut server, &route, idle).await;
     }
 }
 
@@ -263,6 +269,7 @@ mod tests {
                     service: 0,
                     port: 8080,
                     route: mtls("10.1.0.2:8080"),
+                    idle: Some(DEFAULT_TCP_IDLE),
                 },
             ),
             // A workload without a sidecar under auto-mTLS: plaintext to that very workload.
@@ -274,6 +281,7 @@ mod tests {
                     route: Route::Plain {
                         address: "10.1.0.3:8080".parse().unwrap(),
                     },
+                    idle: Some(DEFAULT_TCP_IDLE),
                 },
             ),
             ("10.1.0.2:9090", Destination::External),

@@ -14,6 +14,7 @@ use crate::io::accept_until;
 use crate::telemetry::{Metered, Started, TcpRecord};
 use crate::tls::ALPN_TCP;
 use crate::view::Route;
+use crate::view::policy::DEFAULT_TCP_IDLE;
 
 impl Outbound {
     /// Accepts on `listener` until the drain, tunnelling each connection to `upstream`.
@@ -65,6 +66,8 @@ impl Outbound {
             Some(peer),
         );
         let mut client = Metered::new(client, record);
-        self.carry_to(&mut client, &mut server, &route).await;
+        // No DestinationRule applies to a static upstream: Istio's default idle timeout.
+        self.carry_to(&mut client, &mut server, &route, Some(DEFAULT_TCP_IDLE))
+            .await;
     }
 }

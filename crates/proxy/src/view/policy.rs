@@ -40,6 +40,24 @@ pub struct Limits {
     pub idle_timeout: Option<Duration>,
     /// TCP keepalive: idle time, interval, probes.
     pub keepalive: Option<(Option<Duration>, Option<Duration>, Option<u32>)>,
+    /// `connectionPool.tcp.idleTimeout` as the DestinationRule sets it (zero: never); see
+    /// [`Limits::tcp_idle`].
+    pub tcp_idle_timeout: Option<Duration>,
+}
+
+/// Istio's idle timeout of a TCP stream when no DestinationRule sets one (Envoy's `tcp_proxy`
+/// default, which Istio keeps on inbound and outbound listeners).
+pub const DEFAULT_TCP_IDLE: Duration = Duration::from_secs(3600);
+
+impl Limits {
+    /// How long a TCP stream may carry no byte either way before it is closed; `None`: never.
+    pub fn tcp_idle(&self) -> Option<Duration> {
+        match self.tcp_idle_timeout {
+            None => Some(DEFAULT_TCP_IDLE),
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+        }
+    }
 }
 
 /// Ejection of endpoints that keep failing.
@@ -116,6 +134,9 @@ impl Policy {
                 connect_timeout: ms(p.connect_timeout_ms),
                 idle_timeout: ms(p.idle_timeout_ms),
                 keepalive,
+                tcp_idle_timeout: p
+                    .tcp_idle_timeout_ms
+                    .map(|n| Duration::from_millis(u64::from(n))),
             },
             outlier: p.outlier_detection.then(|| Outlier {
                 consecutive_5xx: p.consecutive_5xx_errors,
