@@ -16,6 +16,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncReadExt as _;
+
 use meshward_api::v1::admin_client::AdminClient;
 use meshward_api::v1::certificates_client::CertificatesClient;
 use meshward_api::v1::discovery_client::DiscoveryClient;
@@ -738,4 +740,46 @@ async fn a_proxy_that_never_acknowledges_is_reported_and_costs_nothing() {
     let status = result.expect("a silent stream was kept open").unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_from_one_address_cannot_take_every_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), "127.0.174.1", &[]);
+    // 300 connections from one address that never say a word: more than the 256 handshakes
+    // the control plane runs at once.
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.174.9:0".parse().unwrap()).unwrap();
+        silent.push(socket.connect(cp.grpc.parse().unwrap()).await.unwrap());
+    }
+    // At most 32 of them get a handshake; the others are closed at once (the handshake
+    // timeout, 10 s, is far off: a held one times out this read instead).
+    let reads: Vec<_> = silent
+        .into_iter()
+        .map(|mut conn| {
+            tokio::spawn(async move {
+                let mut byte = [0u8; 1];
+                let read = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut byte));
+                (matches!(read.await, Ok(Ok(0) | Err(_))), conn)
+            })
+        })
+        .collect();
+    let mut held = Vec::new();
+    for read in reads {
+        let (closed, conn) = read.await.unwrap();
+        if !closed {
+            held.push(conn);
+        }
+    }
+    assert_eq!(
+        held.len(),
+        32,
+        "connections left to handshake from one address"
+    );
+    // Everyone else still gets their handshake while the 32 wait.
+    let out = cp.cli(&["proxy-status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    drop(held);
 }

@@ -15,7 +15,7 @@ use meshward_api::v1::discovery_request::Kind;
 use meshward_api::v1::discovery_server::{Discovery, DiscoveryServer};
 use meshward_api::v1::{
     Ack, DiscoveryRequest, InboundPort, MtlsMode, ProxyView, SignRequest, SignResponse,
-    WorkloadView,
+    WorkloadMeta, WorkloadView,
 };
 use meshward_proxy::Proxy;
 use meshward_proxy::config::{IdentitySource, WorkloadName};
@@ -241,6 +241,26 @@ async fn certificate_renewal_ack_and_nack() {
         dump.contains("\"version\": 1"),
         "the last good view stays: {dump}"
     );
+
+    // A view within the item bounds but over gRPC's default 4 MiB message is taken.
+    let mut big = view(3, "sleep");
+    let long = |c: &str| c.repeat(200);
+    big.workloads = (0..9_000u32)
+        .map(|i| WorkloadMeta {
+            name: format!("w{i}"),
+            namespace: "test".into(),
+            identity: format!("spiffe://cluster.local/ns/test/sa/w{i}"),
+            address: format!("10.1.{}.{}", i / 250, i % 250 + 1),
+            app: long("a"),
+            version: long("v"),
+            canonical_service: long("s"),
+            canonical_revision: long("r"),
+        })
+        .collect();
+    assert!(prost::Message::encoded_len(&big) > 4 << 20);
+    views_tx.send(big).await.unwrap();
+    let ack = next_ack(&mut acks).await;
+    assert_eq!((ack.version, ack.nack_reason.as_str()), (3, ""));
     assert!(
         get("127.0.76.2:15021", "/healthz/ready")
             .await

@@ -23,6 +23,11 @@ use crate::creds::{Credentials, CredsReceiver, CredsStore};
 use crate::view::View;
 use crate::view::proto::from_proto;
 
+/// Largest view message taken from the control plane. gRPC's default, 4 MiB, is below what a
+/// view within its item bounds can weigh (10 000 workloads with long labels alone pass it);
+/// this bound still keeps one message from taking the proxy's memory.
+const MAX_VIEW_MESSAGE: usize = 64 << 20;
+
 /// What the discovery loop updates.
 #[derive(Debug)]
 pub struct Discovery {
@@ -120,6 +125,7 @@ impl Discovery {
             let _ = tx.send(first).await;
         }
         let mut views = DiscoveryClient::new(channel)
+            .max_decoding_message_size(MAX_VIEW_MESSAGE)
             .stream(ReceiverStream::new(rx))
             .await?
             .into_inner();
