@@ -397,6 +397,12 @@ spec:
   - match: [{uri: {exact: /teapot}}]
     fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
     route: [{destination: {host: web, subset: v1}}]
+  - match: [{uri: {prefix: /api/}}]
+    rewrite: {uri: /anything/}
+    headers:
+      request: {set: {x-team: blue}, remove: [x-drop]}
+      response: {set: {x-served-by: mesh}}
+    route: [{destination: {host: web, subset: v1}}]
   - route:
     - {destination: {host: web, subset: v1}, weight: 80}
     - {destination: {host: web, subset: v2}, weight: 20}
@@ -485,6 +491,24 @@ fn virtual_service_routes_split_retry_time_out_and_inject_faults() {
         (0.1..=0.3).contains(&share),
         "v2 got {v2} of {total} requests"
     );
+    // rewrite and headers: the app sees /anything/… with the route's request headers, the
+    // client the route's response header.
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-D", "-"])
+        .args(["-x", &format!("http://{VS_NET}.1.1:15001")])
+        .args(["-H", "x-drop: secret", "-H", "x-team: red"])
+        .arg("http://web:8080/api/items?a=1")
+        .output()
+        .unwrap();
+    let answer = stdout(&out).to_ascii_lowercase();
+    assert!(answer.contains("x-served-by: mesh"), "{answer}");
+    assert!(
+        answer.contains(r#""url": "/anything/items?a=1""#),
+        "{answer}"
+    );
+    assert!(answer.contains(r#""x-team": "blue""#), "{answer}");
+    assert!(!answer.contains("secret"), "{answer}");
+
     // Fault injection: an abort answers without reaching the app.
     assert_eq!(vs_get("http://web:8080/teapot", &[]).0, "418");
 
@@ -519,6 +543,7 @@ fn virtual_service_routes_split_retry_time_out_and_inject_faults() {
         text.contains("header x-canary=exact:yes")
             && text.contains("web|v1 80, web|v2 20")
             && text.contains("fault abort 418")
+            && text.contains("rewrite /anything/, request headers, response headers")
             && text.contains("retries 3")
             && text.contains("timeout 300ms")
             && text.contains("t/web"),

@@ -6,10 +6,11 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use meshward_api::v1::{
-    AccessLog, Endpoint, HeaderMatchView, HttpMatchView, HttpRouteView, InboundPort,
-    LoadBalancer as WireLb, MtlsMode as WireMtls, OutboundMode, ProxyView, ServicePort, ServiceRef,
-    ServiceView, StringMatchView, SubsetView, TcpRouteView, TlsMode as WireTls, TlsOrigination,
-    TrafficPolicy, WeightedDestination, WorkloadMeta, WorkloadView, string_match_view,
+    AccessLog, Endpoint, HeaderMatchView, HeaderOperations as WireHeaderOperations, HttpMatchView,
+    HttpRouteView, InboundPort, LoadBalancer as WireLb, MtlsMode as WireMtls, OutboundMode,
+    ProxyView, ServicePort, ServiceRef, ServiceView, StringMatchView, SubsetView, TcpRouteView,
+    TlsMode as WireTls, TlsOrigination, TrafficPolicy, WeightedDestination, WorkloadMeta,
+    WorkloadView, string_match_view,
 };
 use meshward_config::{
     Mesh, WorkloadInstance,
@@ -27,7 +28,7 @@ use meshward_config::{
         peer_authentication::MtlsMode,
         service_entry::{Location, Resolution},
         traffic::{GoDuration, SimpleLb},
-        virtual_service::{Percent, RouteDestination, StringMatch},
+        virtual_service::{HeaderOperations, Percent, RouteDestination, StringMatch},
     },
     validate::ACCESS_LOG_ANNOTATION,
 };
@@ -322,6 +323,15 @@ fn services_for(mesh: &Mesh, client: &WorkloadInstance) -> Vec<ServiceView> {
 
 /// The VirtualService routes `client`'s requests to `view`'s host take: its `sourceLabels`
 /// decided here, destination hosts qualified in the VirtualService's namespace.
+/// A route's header changes on the wire.
+fn wire_headers(ops: &HeaderOperations) -> WireHeaderOperations {
+    WireHeaderOperations {
+        set: ops.set.clone().into_iter().collect(),
+        add: ops.add.clone().into_iter().collect(),
+        remove: ops.remove.clone(),
+    }
+}
+
 fn attach_routes(mesh: &Mesh, client: &WorkloadInstance, view: &mut ServiceView) {
     let caller = Client {
         namespace: &client.namespace,
@@ -384,6 +394,8 @@ fn attach_routes(mesh: &Mesh, client: &WorkloadInstance, view: &mut ServiceView)
             continue;
         }
         let fault = route.fault.as_ref();
+        let headers = route.headers.as_ref();
+        let rewrite = route.rewrite.as_ref();
         let delay = fault.and_then(|f| f.delay.as_ref());
         let abort = fault.and_then(|f| f.abort.as_ref());
         let percent = |p: Option<Percent>, legacy: Option<i64>| {
@@ -412,6 +424,12 @@ fn attach_routes(mesh: &Mesh, client: &WorkloadInstance, view: &mut ServiceView)
                 .and_then(|a| a.http_status)
                 .map_or(0, |s| u32::try_from(s).unwrap_or(0)),
             abort_percent: abort.map_or(0.0, |a| percent(a.percentage, None)),
+            request_headers: headers.and_then(|h| h.request.as_ref()).map(wire_headers),
+            response_headers: headers.and_then(|h| h.response.as_ref()).map(wire_headers),
+            rewrite_uri: rewrite.and_then(|r| r.uri.clone()).unwrap_or_default(),
+            rewrite_authority: rewrite
+                .and_then(|r| r.authority.clone())
+                .unwrap_or_default(),
         });
     }
     for route in &vs.object.spec.tcp {

@@ -326,10 +326,11 @@ impl Exchange {
         self.link.is_some()
     }
 
-    /// The request target as forwarded (after normalization), for the access log.
-    pub fn set_path<B>(&mut self, req: &Request<B>) {
+    /// The request target for the access log: inbound after normalization, outbound before a
+    /// VirtualService rewrite.
+    pub fn set_path(&mut self, uri: &http::Uri) {
         if let Some(log) = self.log.as_mut() {
-            let target = req.uri().path_and_query().map_or("", |pq| pq.as_str());
+            let target = uri.path_and_query().map_or("", |pq| pq.as_str());
             if log.path != target {
                 log.path = bounded(target).to_owned();
             }

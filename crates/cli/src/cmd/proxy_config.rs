@@ -918,6 +918,21 @@ async fn routes(args: &TargetArgs) -> anyhow::Result<()> {
             if let Some(status) = route["abort"][0].as_u64() {
                 policy.push(format!("fault abort {status}"));
             }
+            if let Some(uri) = route["rewrite_uri"].as_str() {
+                policy.push(format!("rewrite {uri}"));
+            }
+            if let Some(host) = route["rewrite_authority"].as_str() {
+                policy.push(format!("authority {host}"));
+            }
+            for part in ["request", "response"] {
+                let ops = &route[format!("{part}_headers").as_str()];
+                let changed = ["set", "add", "remove"]
+                    .iter()
+                    .any(|op| ops[op].as_array().is_some_and(|a| !a.is_empty()));
+                if changed {
+                    policy.push(format!("{part} headers"));
+                }
+            }
             let matches: Vec<String> = route["matches"]
                 .as_array()
                 .into_iter()

@@ -65,9 +65,9 @@ pub struct HttpRoute {
     /// Not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegate: Option<serde_json::Value>,
-    /// Not supported.
+    /// Path and Host rewrites before the request is forwarded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rewrite: Option<serde_json::Value>,
+    pub rewrite: Option<Rewrite>,
     /// Not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<serde_json::Value>,
@@ -83,9 +83,51 @@ pub struct HttpRoute {
     /// Not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors_policy: Option<serde_json::Value>,
+    /// Header changes of the request and of its response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers>,
+}
+
+/// `rewrite` of an HTTP route.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rewrite {
+    /// Replaces the matched prefix of the path (or the whole path when the match was exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Replaces the Host header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
     /// Not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<serde_json::Value>,
+    pub uri_regex_rewrite: Option<serde_json::Value>,
+}
+
+/// `headers` of an HTTP route: changes to the request and to the response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Headers {
+    /// Changes to the request before it is forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<HeaderOperations>,
+    /// Changes to the response before it is returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<HeaderOperations>,
+}
+
+/// Header changes: removals first, then `set` (overwrite) and `add` (append), as Envoy does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderOperations {
+    /// Headers to overwrite.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    /// Headers to append.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add: BTreeMap<String, String>,
+    /// Headers to remove.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
 }
 
 /// `match` of an HTTP route: every condition set must hold.

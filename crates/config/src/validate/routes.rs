@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::Issues;
 use crate::resources::virtual_service::{
-    Fault, HttpRoute, Percent, Retries, RouteDestination, StringMatch, TcpRoute, VirtualServiceSpec,
+    Fault, HeaderOperations, HttpRoute, Percent, Retries, Rewrite, RouteDestination, StringMatch,
+    TcpRoute, VirtualServiceSpec,
 };
 
 /// Envoy's retry conditions Meshward applies to HTTP/1.1 upstreams.
@@ -76,15 +77,26 @@ fn http_route(route: &HttpRoute, base: &str, issues: &mut Issues) {
             ("redirect", route.redirect.is_some()),
             ("directResponse", route.direct_response.is_some()),
             ("delegate", route.delegate.is_some()),
-            ("rewrite", route.rewrite.is_some()),
             ("mirror", route.mirror.is_some()),
             ("mirrors", route.mirrors.is_some()),
             ("mirrorPercentage", route.mirror_percentage.is_some()),
             ("mirrorPercent", route.mirror_percent.is_some()),
             ("corsPolicy", route.cors_policy.is_some()),
-            ("headers", route.headers.is_some()),
         ],
     );
+    if let Some(rewrite) = &route.rewrite {
+        rewrite_policy(rewrite, route, &format!("{base}.rewrite"), issues);
+    }
+    if let Some(headers) = &route.headers {
+        for (ops, part) in [
+            (&headers.request, "request"),
+            (&headers.response, "response"),
+        ] {
+            if let Some(ops) = ops {
+                header_operations(ops, &format!("{base}.headers.{part}"), issues);
+            }
+        }
+    }
     for (i, m) in route.matches.iter().enumerate() {
         let at = format!("{base}.match[{i}]");
         unsupported(
@@ -133,6 +145,96 @@ fn http_route(route: &HttpRoute, base: &str, issues: &mut Issues) {
     if let Some(fault) = &route.fault {
         fault_policy(fault, &format!("{base}.fault"), issues);
     }
+}
+
+/// Istio's `validateHTTPRewrite`: a rewrite must change something; Meshward's compat: no
+/// regex rewrites, and no path rewrite after a regex match (whose "matched prefix" is not
+/// defined).
+fn rewrite_policy(rewrite: &Rewrite, route: &HttpRoute, at: &str, issues: &mut Issues) {
+    if rewrite.uri_regex_rewrite.is_some() {
+        issues.error(
+            format!("{at}.uriRegexRewrite"),
+            "`uriRegexRewrite` is not supported by Meshward yet",
+        );
+    }
+    if rewrite.uri.is_none() && rewrite.authority.is_none() && rewrite.uri_regex_rewrite.is_none() {
+        issues.error(
+            at,
+            "rewrite must specify URI, authority, or URI regex rewrite",
+        );
+    }
+    if let Some(uri) = &rewrite.uri {
+        if uri.is_empty() || uri.chars().any(char::is_control) {
+            issues.error(
+                format!("{at}.uri"),
+                "must be a non-empty path without control characters",
+            );
+        }
+        let regex_match = route
+            .matches
+            .iter()
+            .any(|m| matches!(m.uri, Some(StringMatch::Regex(_))));
+        if regex_match {
+            issues.error(
+                format!("{at}.uri"),
+                "a path rewrite after a `regex` uri match is not supported: the matched prefix is not defined",
+            );
+        }
+    }
+    if let Some(authority) = &rewrite.authority
+        && (authority.is_empty() || !header_value(authority))
+    {
+        issues.error(format!("{at}.authority"), "not a valid Host header value");
+    }
+}
+
+/// Istio's `ValidateHTTPHeaderOperationName` and `ValidateHTTPHeaderValue`: valid names, no
+/// pseudo-headers, no Host (that is `rewrite.authority`), valid values.
+fn header_operations(ops: &HeaderOperations, at: &str, issues: &mut Issues) {
+    let names = ops
+        .set
+        .keys()
+        .map(|n| ("set", n))
+        .chain(ops.add.keys().map(|n| ("add", n)))
+        .chain(ops.remove.iter().map(|n| ("remove", n)));
+    for (op, name) in names {
+        let path = format!("{at}.{op}");
+        if name.starts_with(':') {
+            issues.error(
+                path,
+                format!("invalid header {name:?}: pseudo-headers cannot be changed"),
+            );
+        } else if name.eq_ignore_ascii_case("host") {
+            issues.error(
+                path,
+                format!("invalid header {name:?}: use rewrite.authority to change the Host"),
+            );
+        } else if !header_name(name) {
+            issues.error(path, format!("{name:?} is not a valid header name"));
+        }
+    }
+    for (op, map) in [("set", &ops.set), ("add", &ops.add)] {
+        for (name, value) in map {
+            if !header_value(value) {
+                issues.error(format!("{at}.{op}.{name}"), "not a valid header value");
+            }
+        }
+    }
+}
+
+/// An HTTP header name: an RFC 9110 token.
+fn header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// An HTTP header value: visible characters, spaces and tabs (no CR, LF or NUL).
+fn header_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 fn tcp_route(route: &TcpRoute, base: &str, issues: &mut Issues) {

@@ -490,6 +490,58 @@ fn validation_rules() {
             "total destination weight 90 != 100",
         ),
         (
+            "validateHTTPRewrite: rewrite must specify URI, authority, or URI regex rewrite",
+            vs("{hosts: [a], http: [{rewrite: {}, route: [{destination: {host: a}}]}]}"),
+            Severity::Error,
+            "spec.http[0].rewrite",
+            "must specify URI, authority",
+        ),
+        (
+            "Meshward compat: no regex rewrites",
+            vs(
+                "{hosts: [a], http: [{rewrite: {uriRegexRewrite: {match: a, rewrite: b}}, route: [{destination: {host: a}}]}]}",
+            ),
+            Severity::Error,
+            "spec.http[0].rewrite.uriRegexRewrite",
+            "not supported",
+        ),
+        (
+            "Meshward compat: a path rewrite needs a matched prefix, not a regex",
+            vs(
+                "{hosts: [a], http: [{match: [{uri: {regex: '/a.*'}}], rewrite: {uri: /b}, route: [{destination: {host: a}}]}]}",
+            ),
+            Severity::Error,
+            "spec.http[0].rewrite.uri",
+            "regex",
+        ),
+        (
+            "ValidateHTTPHeaderOperationName: the Host is rewrite.authority's",
+            vs(
+                "{hosts: [a], http: [{headers: {request: {set: {Host: b}}}, route: [{destination: {host: a}}]}]}",
+            ),
+            Severity::Error,
+            "spec.http[0].headers.request.set",
+            "rewrite.authority",
+        ),
+        (
+            "ValidateHTTPHeaderOperationName: no pseudo-headers",
+            vs(
+                "{hosts: [a], http: [{headers: {response: {remove: [':status']}}, route: [{destination: {host: a}}]}]}",
+            ),
+            Severity::Error,
+            "spec.http[0].headers.response.remove",
+            "pseudo-headers",
+        ),
+        (
+            "ValidateHTTPHeaderOperationName: header names are tokens",
+            vs(
+                "{hosts: [a], http: [{headers: {request: {add: {'bad name': x}}}, route: [{destination: {host: a}}]}]}",
+            ),
+            Severity::Error,
+            "spec.http[0].headers.request.add",
+            "not a valid header name",
+        ),
+        (
             "validateHTTPRoute: a route needs a destination",
             vs("{hosts: [a], http: [{match: [{uri: {prefix: /x}}]}]}"),
             Severity::Error,
@@ -566,6 +618,8 @@ fn a_valid_policy_has_no_issue() {
     for spec in specs {
         assert_eq!(issues(&ap(spec)), vec![], "{spec}");
     }
+    let routes = "{hosts: [a], http: [{match: [{uri: {prefix: /api/}}], rewrite: {uri: /v2/, authority: b.example}, headers: {request: {set: {x-team: blue}, add: {x-trace: '1'}, remove: [cookie]}, response: {set: {x-served-by: mesh}}}, route: [{destination: {host: a}}]}]}";
+    assert_eq!(issues(&vs(routes)), vec![], "{routes}");
     // connectionPool.tcp.idleTimeout: "If set to 0s, the timeout will be disabled."
     for idle in ["0s", "1s", "1h"] {
         let spec = format!(

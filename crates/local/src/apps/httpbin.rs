@@ -1,4 +1,4 @@
-//! An httpbin-like HTTP server: `/get`, `/post` and `/anything` (which echo the body as
+//! An httpbin-like HTTP server: `/get`, `/post` and `/anything[/…]` (which echo the body as
 //! `data`), `/headers`, `/ip`, `/env`, `/status/{code}`, and `/`.
 //!
 //! Responses are JSON, as httpbin's are. Every response also says who called: the SPIFFE ID
@@ -63,15 +63,9 @@ pub fn respond(req: &Request<Bytes>, peer: SocketAddr) -> Response<Full<Bytes>> 
     let path = req.uri().path();
     let caller = caller_identity(req.headers());
     let body = match path {
-        "/get" | "/" | "/anything" | "/post" => json!({
-            "args": query_args(req.uri().query()),
-            "headers": headers(req.headers()),
-            "origin": peer.ip().to_string(),
-            "url": req.uri().to_string(),
-            "method": req.method().as_str(),
-            "data": String::from_utf8_lossy(req.body()),
-            "caller": caller,
-        }),
+        p if matches!(p, "/get" | "/" | "/anything" | "/post") || p.starts_with("/anything/") => {
+            echo(req, peer, caller)
+        }
         "/headers" => json!({ "headers": headers(req.headers()), "caller": caller }),
         "/ip" => json!({ "origin": peer.ip().to_string(), "caller": caller }),
         "/env" => json!({
@@ -98,6 +92,19 @@ pub fn respond(req: &Request<Bytes>, peer: SocketAddr) -> Response<Full<Bytes>> 
         },
     };
     with_status(StatusCode::OK, body)
+}
+
+/// httpbin's echo of a request: its query, headers, address, URL, method and body.
+fn echo(req: &Request<Bytes>, peer: SocketAddr, caller: Option<String>) -> Value {
+    json!({
+            "args": query_args(req.uri().query()),
+            "headers": headers(req.headers()),
+            "origin": peer.ip().to_string(),
+            "url": req.uri().to_string(),
+            "method": req.method().as_str(),
+            "data": String::from_utf8_lossy(req.body()),
+            "caller": caller,
+    })
 }
 
 fn with_status(status: StatusCode, body: Value) -> Response<Full<Bytes>> {

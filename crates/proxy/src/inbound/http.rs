@@ -181,7 +181,7 @@ async fn serve_one(
         return refuse(ex, *refused);
     }
     let mut ex = ex;
-    ex.set_path(&req);
+    ex.set_path(req.uri());
     if req.headers().contains_key(header::UPGRADE) {
         return upgrade(req, target, drain, ex).await;
     }
@@ -278,7 +278,7 @@ where
                 return Ok(refuse(ex, *refused));
             }
             let mut ex = ex;
-            ex.set_path(&req);
+            ex.set_path(req.uri());
             Ok::<_, Infallible>(match sender.send_request(ex.count_request(req)).await {
                 Ok(resp) => {
                     ex.upstream_responded();

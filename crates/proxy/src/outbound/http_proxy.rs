@@ -623,6 +623,8 @@ impl Outbound {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::from(path);
+        // Logged as the client sent it, before any rewrite (Envoy's X-ENVOY-ORIGINAL-PATH).
+        ex.set_path(&parts.uri);
         for name in HOP_HEADERS {
             parts.headers.remove(name);
         }
@@ -630,6 +632,27 @@ impl Outbound {
             && let Ok(host) = HeaderValue::from_str(authority.as_str())
         {
             parts.headers.insert(header::HOST, host);
+        }
+        if let Some(route) = &route {
+            if let Some(rewritten) = route.rewrite_path(
+                parts.uri.path(),
+                parts.uri.query(),
+                &parts.headers,
+                &parts.method,
+                port,
+            ) {
+                match Uri::try_from(rewritten) {
+                    Ok(uri) => parts.uri = uri,
+                    Err(err) => {
+                        let refused = Refused::bad_request(&format!("rewritten path: {err}"));
+                        return self.refuse(ex, view.services.get(index), refused);
+                    }
+                }
+            }
+            if let Some(host) = &route.rewrite_authority {
+                parts.headers.insert(header::HOST, host.clone());
+            }
+            route.request_headers.apply(&mut parts.headers);
         }
         // The route's retries; without a VirtualService, Istio's default policy.
         let retries = match &route {
@@ -673,7 +696,6 @@ impl Outbound {
             }
         };
         let retries = retries.filter(|_| kept.is_some());
-        ex.set_path(&first);
         let timeout = route.as_ref().and_then(|r| r.timeout);
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut request = Some(first);
@@ -738,8 +760,11 @@ impl Outbound {
             }
             drop(retry_slot.take());
             match outcome {
-                Ok(resp) => {
+                Ok(mut resp) => {
                     ex.upstream_responded();
+                    if let Some(route) = &route {
+                        route.response_headers.apply(resp.headers_mut());
+                    }
                     return ex.respond(resp);
                 }
                 Err(failed) => {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use meshward_api::v1 as pb;
 use regex::Regex;
 use serde::{Serialize, Serializer};
@@ -201,6 +201,15 @@ pub struct HttpRoute {
     pub delay: Option<(Duration, f64)>,
     /// Injected answer and the share of requests it applies to (percent).
     pub abort: Option<(u16, f64)>,
+    /// Changes to the request's headers (`headers.request`).
+    pub request_headers: HeaderOps,
+    /// Changes to the response's headers (`headers.response`).
+    pub response_headers: HeaderOps,
+    /// `rewrite.uri`.
+    pub rewrite_uri: Option<String>,
+    /// `rewrite.authority`: the Host sent upstream.
+    #[serde(serialize_with = "optional_value")]
+    pub rewrite_authority: Option<HeaderValue>,
 }
 
 impl HttpRoute {
@@ -211,6 +220,127 @@ impl HttpRoute {
                 .matches
                 .iter()
                 .any(|m| m.matches(path, headers, method, port))
+    }
+
+    /// `path` after `rewrite.uri`, for a request this route selected (`None`: no rewrite).
+    /// As Envoy's `prefix_rewrite`, which Istio uses: the prefix that the selecting match
+    /// matched is replaced — `/` when it has no uri condition — or the whole path when it
+    /// matched exactly. The query string is kept.
+    pub fn rewrite_path(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        method: &Method,
+        port: u16,
+    ) -> Option<String> {
+        let to = self.rewrite_uri.as_deref()?;
+        let uri = self
+            .matches
+            .iter()
+            .find(|m| m.matches(path, headers, method, port))
+            .and_then(|m| m.uri.as_ref());
+        let rest = match uri {
+            Some(Matcher::Prefix(prefix)) => path.get(prefix.len()..).unwrap_or_default(),
+            // Validation refuses a path rewrite after a regex match.
+            Some(Matcher::Exact(_) | Matcher::Regex(_)) => "",
+            None => path.strip_prefix('/').unwrap_or(path),
+        };
+        let mut out = format!("{to}{rest}");
+        if !out.starts_with('/') {
+            out.insert(0, '/');
+        }
+        if let Some(query) = query {
+            out.push('?');
+            out.push_str(query);
+        }
+        Some(out)
+    }
+}
+
+/// Header changes of a route: removals first, then `set` (overwrite) and `add` (append), as
+/// Envoy evaluates them.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderOps {
+    remove: Vec<HeaderName>,
+    set: Vec<(HeaderName, HeaderValue)>,
+    add: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderOps {
+    /// Applies the changes to `headers`.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &self.add {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+
+    fn from_proto(ops: Option<&pb::HeaderOperations>, at: &str) -> Result<Self, InvalidView> {
+        let Some(ops) = ops else {
+            return Ok(Self::default());
+        };
+        let name = |n: &str| {
+            HeaderName::from_bytes(n.as_bytes())
+                .map_err(|_| super::proto::field(at, format!("invalid header name {n:?}")))
+        };
+        let pair = |(n, v): (&String, &String)| {
+            let value = HeaderValue::from_str(v)
+                .map_err(|_| super::proto::field(at, format!("invalid value of header {n:?}")))?;
+            Ok((name(n)?, value))
+        };
+        // Sorted: the wire's maps have no order, and a dump should not change between views.
+        let mut set = ops.set.iter().map(pair).collect::<Result<Vec<_>, _>>()?;
+        let mut add = ops.add.iter().map(pair).collect::<Result<Vec<_>, _>>()?;
+        set.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        add.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        Ok(Self {
+            remove: ops
+                .remove
+                .iter()
+                .map(|n| name(n))
+                .collect::<Result<_, _>>()?,
+            set,
+            add,
+        })
+    }
+}
+
+impl Serialize for HeaderOps {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = |pairs: &[(HeaderName, HeaderValue)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(n, v)| {
+                    let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                    (n.as_str().to_owned(), value)
+                })
+                .collect()
+        };
+        #[derive(Serialize)]
+        struct Shown {
+            remove: Vec<String>,
+            set: Vec<(String, String)>,
+            add: Vec<(String, String)>,
+        }
+        Shown {
+            remove: self.remove.iter().map(|n| n.as_str().to_owned()).collect(),
+            set: text(&self.set),
+            add: text(&self.add),
+        }
+        .serialize(s)
+    }
+}
+
+fn optional_value<S: Serializer>(v: &Option<HeaderValue>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_some(&String::from_utf8_lossy(v.as_bytes())),
+        None => s.serialize_none(),
     }
 }
 
@@ -345,6 +475,15 @@ pub fn http_routes(routes: &[pb::HttpRouteView], at: &str) -> Result<Vec<HttpRou
                     .ok()
                     .filter(|s| (200..=599).contains(s))
                     .map(|s| (s, r.abort_percent.clamp(0.0, 100.0))),
+                request_headers: HeaderOps::from_proto(r.request_headers.as_ref(), &at)?,
+                response_headers: HeaderOps::from_proto(r.response_headers.as_ref(), &at)?,
+                rewrite_uri: (!r.rewrite_uri.is_empty()).then(|| r.rewrite_uri.clone()),
+                rewrite_authority: match r.rewrite_authority.as_str() {
+                    "" => None,
+                    host => Some(HeaderValue::from_str(host).map_err(|_| {
+                        super::proto::field(&at, format!("invalid rewrite authority {host:?}"))
+                    })?),
+                },
             })
         })
         .collect()
@@ -393,6 +532,94 @@ mod tests {
         assert_eq!(draw(&ds, 0.899).unwrap().host, "a");
         assert_eq!(draw(&ds, 0.9).unwrap().host, "b");
         assert_eq!(draw(&ds, 0.999).unwrap().host, "b");
+    }
+
+    fn route(matches: &[Option<Matcher>], rewrite: &str) -> HttpRoute {
+        HttpRoute {
+            name: String::new(),
+            matches: matches
+                .iter()
+                .map(|uri| HttpMatch {
+                    uri: uri.clone(),
+                    headers: Vec::new(),
+                    method: None,
+                    port: None,
+                    ignore_uri_case: false,
+                })
+                .collect(),
+            destinations: Vec::new(),
+            timeout: None,
+            retries: None,
+            delay: None,
+            abort: None,
+            request_headers: HeaderOps::default(),
+            response_headers: HeaderOps::default(),
+            rewrite_uri: Some(rewrite.to_owned()),
+            rewrite_authority: None,
+        }
+    }
+
+    #[test]
+    fn rewrite_replaces_what_the_selecting_match_matched() {
+        // Envoy's prefix_rewrite (what Istio's `rewrite.uri` becomes): "the matched prefix (or
+        // path) should be swapped with this value"; a route without a uri match has prefix "/".
+        let prefix = |p: &str| Some(Matcher::Prefix(p.into()));
+        let exact = |p: &str| Some(Matcher::Exact(p.into()));
+        // (matches, rewrite.uri, path, query, forwarded)
+        type Case<'a> = (
+            &'a [Option<Matcher>],
+            &'a str,
+            &'a str,
+            Option<&'a str>,
+            &'a str,
+        );
+        let cases: [Case<'_>; 6] = [
+            (&[prefix("/api/")], "/v2/", "/api/items", None, "/v2/items"),
+            (&[prefix("/api")], "/", "/api", Some("a=1"), "/?a=1"),
+            (&[exact("/old")], "/new", "/old", Some("q"), "/new?q"),
+            // The first match that holds decides the prefix.
+            (&[prefix("/b/"), prefix("/a/")], "/z/", "/a/x", None, "/z/x"),
+            // No uri condition: the prefix "/" is replaced (Envoy's well-known surprise).
+            (&[], "/v2/", "/items", None, "/v2/items"),
+            (&[None], "/v2", "/items", None, "/v2items"),
+        ];
+        for (matches, to, path, query, want) in cases {
+            let got = route(matches, to)
+                .rewrite_path(path, query, &HeaderMap::new(), &Method::GET, 80)
+                .unwrap();
+            assert_eq!(got, want, "{path} with {to}");
+        }
+        let mut none = route(&[], "/x");
+        none.rewrite_uri = None;
+        assert_eq!(
+            none.rewrite_path("/a", None, &HeaderMap::new(), &Method::GET, 80),
+            None
+        );
+    }
+
+    #[test]
+    fn header_operations_remove_then_set_then_add() {
+        // Envoy evaluates headers_to_remove before headers_to_add.
+        let wire = pb::HeaderOperations {
+            set: [("x-team".to_owned(), "blue".to_owned())].into(),
+            add: [("x-trace".to_owned(), "added".to_owned())].into(),
+            remove: vec!["x-team".into(), "x-secret".into()],
+        };
+        let ops = HeaderOps::from_proto(Some(&wire), "t").unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-team", HeaderValue::from_static("red"));
+        headers.insert("x-secret", HeaderValue::from_static("s"));
+        headers.insert("x-trace", HeaderValue::from_static("client"));
+        ops.apply(&mut headers);
+        assert_eq!(headers.get("x-team").unwrap(), "blue");
+        assert!(headers.get("x-secret").is_none());
+        let traces: Vec<_> = headers.get_all("x-trace").iter().collect();
+        assert_eq!(traces, ["client", "added"]);
+        let bad = pb::HeaderOperations {
+            remove: vec!["bad name".into()],
+            ..Default::default()
+        };
+        assert!(HeaderOps::from_proto(Some(&bad), "t").is_err());
     }
 
     #[test]
