@@ -397,6 +397,11 @@ spec:
   - match: [{uri: {exact: /teapot}}]
     fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
     route: [{destination: {host: web, subset: v1}}]
+  - match: [{queryParams: {canary: {exact: "1"}}}]
+    route: [{destination: {host: web, subset: v2}}]
+  - match: [{sourceNamespace: elsewhere, uri: {prefix: /env}}]
+    fault: {abort: {httpStatus: 500, percentage: {value: 100}}}
+    route: [{destination: {host: web, subset: v1}}]
   - match: [{uri: {prefix: /api/}}]
     rewrite: {uri: /anything/}
     headers:
@@ -482,6 +487,12 @@ fn virtual_service_routes_split_retry_time_out_and_inject_faults() {
     // A header match sends the canary to subset v2, always.
     for _ in 0..10 {
         assert_eq!(who(&["x-canary: yes"]), "web-3");
+    }
+    // A query parameter match sends the canary to v2; a route for clients of another
+    // namespace (`sourceNamespace`) never applies to this one.
+    for _ in 0..10 {
+        let (code, body) = vs_get("http://web:8080/env?canary=1", &[]);
+        assert!(body.contains("web-3"), "{code} {body}");
     }
     // The default route splits 80/20 between the subsets.
     let total = 200;

@@ -321,8 +321,6 @@ fn services_for(mesh: &Mesh, client: &WorkloadInstance) -> Vec<ServiceView> {
         .collect()
 }
 
-/// The VirtualService routes `client`'s requests to `view`'s host take: its `sourceLabels`
-/// decided here, destination hosts qualified in the VirtualService's namespace.
 /// A route's header changes on the wire.
 fn wire_headers(ops: &HeaderOperations) -> WireHeaderOperations {
     WireHeaderOperations {
@@ -332,6 +330,8 @@ fn wire_headers(ops: &HeaderOperations) -> WireHeaderOperations {
     }
 }
 
+/// The VirtualService routes `client`'s requests to `view`'s host take: its `sourceLabels`
+/// decided here, destination hosts qualified in the VirtualService's namespace.
 fn attach_routes(mesh: &Mesh, client: &WorkloadInstance, view: &mut ServiceView) {
     let caller = Client {
         namespace: &client.namespace,
@@ -341,8 +341,10 @@ fn attach_routes(mesh: &Mesh, client: &WorkloadInstance, view: &mut ServiceView)
         return;
     };
     let namespace = vs.namespace();
-    let is_source = |labels: &std::collections::BTreeMap<String, String>| {
+    // `sourceLabels` and `sourceNamespace`: whether the match can hold for this client.
+    let is_source = |labels: &std::collections::BTreeMap<String, String>, ns: &Option<String>| {
         labels.iter().all(|(k, v)| client.labels.get(k) == Some(v))
+            && ns.as_deref().is_none_or(|ns| ns == client.namespace)
     };
     let destinations = |route: &[RouteDestination]| -> Vec<WeightedDestination> {
         route
@@ -373,7 +375,7 @@ fn attach_routes(mesh: &Mesh, client: &WorkloadInstance, view: &mut ServiceView)
         let matches: Vec<HttpMatchView> = route
             .matches
             .iter()
-            .filter(|m| is_source(&m.source_labels))
+            .filter(|m| is_source(&m.source_labels, &m.source_namespace))
             .map(|m| HttpMatchView {
                 uri: m.uri.as_ref().map(wire_string_match),
                 headers: m
@@ -387,9 +389,19 @@ fn attach_routes(mesh: &Mesh, client: &WorkloadInstance, view: &mut ServiceView)
                 method: m.method.as_ref().map(wire_string_match),
                 port: m.port.unwrap_or(0),
                 ignore_uri_case: m.ignore_uri_case.unwrap_or(false),
+                scheme: m.scheme.as_ref().map(wire_string_match),
+                authority: m.authority.as_ref().map(wire_string_match),
+                query_params: m
+                    .query_params
+                    .iter()
+                    .map(|(name, value)| HeaderMatchView {
+                        name: name.clone(),
+                        value: Some(wire_string_match(value)),
+                    })
+                    .collect(),
             })
             .collect();
-        // A route whose every match needs labels the client lacks never applies to it.
+        // A route whose every match needs another client never applies to this one.
         if !route.matches.is_empty() && matches.is_empty() {
             continue;
         }
@@ -436,7 +448,7 @@ fn attach_routes(mesh: &Mesh, client: &WorkloadInstance, view: &mut ServiceView)
         let matches: Vec<_> = route
             .matches
             .iter()
-            .filter(|m| is_source(&m.source_labels))
+            .filter(|m| is_source(&m.source_labels, &m.source_namespace))
             .collect();
         if !route.matches.is_empty() && matches.is_empty() {
             continue;

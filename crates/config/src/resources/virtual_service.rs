@@ -155,21 +155,21 @@ pub struct HttpMatch {
     /// Match `uri` without regard to case.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_uri_case: Option<bool>,
-    /// Not supported.
+    /// The URI scheme (`http` for what the sidecar forwards).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheme: Option<serde_json::Value>,
-    /// Not supported.
+    pub scheme: Option<StringMatch>,
+    /// The Host (authority) the client sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub authority: Option<serde_json::Value>,
-    /// Not supported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub query_params: Option<serde_json::Value>,
+    pub authority: Option<StringMatch>,
+    /// Query parameters (exact or regex; `exact: ""` matches a parameter without a value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query_params: BTreeMap<String, StringMatch>,
     /// Not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub without_headers: Option<serde_json::Value>,
-    /// Not supported.
+    /// The namespace the calling workload must run in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_namespace: Option<serde_json::Value>,
+    pub source_namespace: Option<String>,
     /// Not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateways: Option<serde_json::Value>,
@@ -324,9 +324,9 @@ pub struct L4Match {
     /// Not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_subnets: Option<serde_json::Value>,
-    /// Not supported.
+    /// The namespace the calling workload must run in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_namespace: Option<serde_json::Value>,
+    pub source_namespace: Option<String>,
     /// Not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateways: Option<serde_json::Value>,

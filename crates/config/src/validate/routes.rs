@@ -103,11 +103,7 @@ fn http_route(route: &HttpRoute, base: &str, issues: &mut Issues) {
             issues,
             &at,
             &[
-                ("scheme", m.scheme.is_some()),
-                ("authority", m.authority.is_some()),
-                ("queryParams", m.query_params.is_some()),
                 ("withoutHeaders", m.without_headers.is_some()),
-                ("sourceNamespace", m.source_namespace.is_some()),
                 ("gateways", m.gateways.is_some()),
                 ("statPrefix", m.stat_prefix.is_some()),
             ],
@@ -117,6 +113,25 @@ fn http_route(route: &HttpRoute, base: &str, issues: &mut Issues) {
         }
         if let Some(method) = &m.method {
             string_match(method, &format!("{at}.method"), issues);
+        }
+        for (field, value) in [("scheme", &m.scheme), ("authority", &m.authority)] {
+            if let Some(value) = value {
+                string_match(value, &format!("{at}.{field}"), issues);
+            }
+        }
+        for (name, value) in &m.query_params {
+            let path = format!("{at}.queryParams.{name}");
+            // Istio: "prefix matching is currently not supported" for query parameters.
+            if matches!(value, StringMatch::Prefix(_)) {
+                issues.error(
+                    &path,
+                    "prefix matching is not supported for query parameters",
+                );
+            }
+            string_match(value, &path, issues);
+        }
+        if m.source_namespace.as_deref() == Some("") {
+            issues.error(format!("{at}.sourceNamespace"), "must not be empty");
         }
         for (name, value) in &m.headers {
             if name.is_empty() || name.chars().any(|c| c.is_ascii_uppercase()) {
@@ -245,7 +260,6 @@ fn tcp_route(route: &TcpRoute, base: &str, issues: &mut Issues) {
             &at,
             &[
                 ("destinationSubnets", m.destination_subnets.is_some()),
-                ("sourceNamespace", m.source_namespace.is_some()),
                 ("gateways", m.gateways.is_some()),
             ],
         );

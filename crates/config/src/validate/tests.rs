@@ -515,6 +515,15 @@ fn validation_rules() {
             "regex",
         ),
         (
+            "HTTPMatchRequest.queryParams: prefix matching is not supported",
+            vs(
+                "{hosts: [a], http: [{match: [{queryParams: {v: {prefix: '1'}}}], route: [{destination: {host: a}}]}]}",
+            ),
+            Severity::Error,
+            "spec.http[0].match[0].queryParams.v",
+            "prefix matching is not supported",
+        ),
+        (
             "ValidateHTTPHeaderOperationName: the Host is rewrite.authority's",
             vs(
                 "{hosts: [a], http: [{headers: {request: {set: {Host: b}}}, route: [{destination: {host: a}}]}]}",
@@ -620,6 +629,8 @@ fn a_valid_policy_has_no_issue() {
     }
     let routes = "{hosts: [a], http: [{match: [{uri: {prefix: /api/}}], rewrite: {uri: /v2/, authority: b.example}, headers: {request: {set: {x-team: blue}, add: {x-trace: '1'}, remove: [cookie]}, response: {set: {x-served-by: mesh}}}, route: [{destination: {host: a}}]}]}";
     assert_eq!(issues(&vs(routes)), vec![], "{routes}");
+    let matches = "{hosts: [a], http: [{match: [{scheme: {exact: http}, authority: {prefix: a}, queryParams: {debug: {exact: ''}, v: {regex: '[0-9]+'}}, sourceNamespace: front}], route: [{destination: {host: a}}]}], tcp: [{match: [{sourceNamespace: front}], route: [{destination: {host: a}}]}]}";
+    assert_eq!(issues(&vs(matches)), vec![], "{matches}");
     // connectionPool.tcp.idleTimeout: "If set to 0s, the timeout will be disabled."
     for idle in ["0s", "1s", "1h"] {
         let spec = format!(

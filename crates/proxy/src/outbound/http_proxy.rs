@@ -30,7 +30,7 @@ use crate::metrics::istio::NO_FLAGS;
 use crate::telemetry::{Exchange, Metered, Started, TcpRecord};
 use crate::tls::{ALPN_HTTP1, ALPN_TCP};
 use crate::view::policy::Balance;
-use crate::view::routes::{Retries, Weighted, draw, select_http};
+use crate::view::routes::{RequestFacts, Retries, Weighted, draw, select_http};
 use crate::view::{Address, Policy, ResolveError, Route, Service, View};
 use crate::web::{Body, full, http1_server, reply, serve_until};
 
@@ -579,12 +579,24 @@ impl Outbound {
         };
         // A VirtualService: the first route the request selects, or 404 NR.
         let routes = &view.services[index].http_routes;
-        let route = if routes.is_empty() {
-            None
+        let (route, rewritten) = if routes.is_empty() {
+            (None, None)
         } else {
-            let path = parts.uri.path();
-            match select_http(routes, path, &parts.headers, &parts.method, port) {
-                Some(route) => Some(route),
+            let host = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok());
+            let facts = RequestFacts {
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                scheme: "http",
+                authority: host.unwrap_or(authority.as_str()),
+                headers: &parts.headers,
+                method: &parts.method,
+                port,
+            };
+            match select_http(routes, &facts) {
+                Some(route) => (Some(route), route.rewrite_path(&facts)),
                 None => {
                     let refused = Refused::no_route("no route of the VirtualService matches");
                     return self.refuse(ex, view.services.get(index), refused);
@@ -634,13 +646,7 @@ impl Outbound {
             parts.headers.insert(header::HOST, host);
         }
         if let Some(route) = &route {
-            if let Some(rewritten) = route.rewrite_path(
-                parts.uri.path(),
-                parts.uri.query(),
-                &parts.headers,
-                &parts.method,
-                port,
-            ) {
+            if let Some(rewritten) = rewritten {
                 match Uri::try_from(rewritten) {
                     Ok(uri) => parts.uri = uri,
                     Err(err) => {

@@ -59,6 +59,25 @@ impl Matcher {
     }
 }
 
+/// What a route match looks at in a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The query string, without `?`.
+    pub query: Option<&'a str>,
+    /// The URI scheme.
+    pub scheme: &'a str,
+    /// The Host (authority) the client sent.
+    pub authority: &'a str,
+    /// The request's headers.
+    pub headers: &'a HeaderMap,
+    /// The method.
+    pub method: &'a Method,
+    /// The destination port.
+    pub port: u16,
+}
+
 /// One `match` of an HTTP route: every condition set holds.
 #[derive(Debug, Clone, Serialize)]
 pub struct HttpMatch {
@@ -68,6 +87,9 @@ pub struct HttpMatch {
     method: Option<Matcher>,
     port: Option<u16>,
     ignore_uri_case: bool,
+    scheme: Option<Matcher>,
+    authority: Option<Matcher>,
+    query: Vec<(String, Matcher)>,
 }
 
 fn header_names<S: Serializer>(h: &[(HeaderName, Matcher)], s: S) -> Result<S::Ok, S::Error> {
@@ -75,23 +97,45 @@ fn header_names<S: Serializer>(h: &[(HeaderName, Matcher)], s: S) -> Result<S::O
 }
 
 impl HttpMatch {
-    fn matches(&self, path: &str, headers: &HeaderMap, method: &Method, port: u16) -> bool {
-        self.port.is_none_or(|p| p == port)
+    fn matches(&self, r: &RequestFacts<'_>) -> bool {
+        self.port.is_none_or(|p| p == r.port)
             && self
                 .uri
                 .as_ref()
-                .is_none_or(|m| m.matches(path, self.ignore_uri_case))
+                .is_none_or(|m| m.matches(r.path, self.ignore_uri_case))
             && self
                 .method
                 .as_ref()
-                .is_none_or(|m| m.matches(method.as_str(), false))
+                .is_none_or(|m| m.matches(r.method.as_str(), false))
+            && self
+                .scheme
+                .as_ref()
+                .is_none_or(|m| m.matches(r.scheme, false))
+            && self
+                .authority
+                .as_ref()
+                .is_none_or(|m| m.matches(r.authority, false))
             && self.headers.iter().all(|(name, m)| {
-                headers
+                r.headers
                     .get(name)
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| m.matches(v, false))
             })
+            && self
+                .query
+                .iter()
+                .all(|(name, m)| query_param(r.query, name).is_some_and(|v| m.matches(v, false)))
     }
+}
+
+/// The first value of the query parameter `name` (`""` for `?name` without `=`), as sent.
+fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?
+        .split('&')
+        .find_map(|pair| match pair.split_once('=') {
+            Some((key, value)) => (key == name).then_some(value),
+            None => (pair == name).then_some(""),
+        })
 }
 
 /// Where a route sends traffic, and how much of it.
@@ -214,31 +258,21 @@ pub struct HttpRoute {
 
 impl HttpRoute {
     /// Whether a request selects this route.
-    pub fn matches(&self, path: &str, headers: &HeaderMap, method: &Method, port: u16) -> bool {
-        self.matches.is_empty()
-            || self
-                .matches
-                .iter()
-                .any(|m| m.matches(path, headers, method, port))
+    pub fn matches(&self, request: &RequestFacts<'_>) -> bool {
+        self.matches.is_empty() || self.matches.iter().any(|m| m.matches(request))
     }
 
     /// `path` after `rewrite.uri`, for a request this route selected (`None`: no rewrite).
     /// As Envoy's `prefix_rewrite`, which Istio uses: the prefix that the selecting match
     /// matched is replaced — `/` when it has no uri condition — or the whole path when it
     /// matched exactly. The query string is kept.
-    pub fn rewrite_path(
-        &self,
-        path: &str,
-        query: Option<&str>,
-        headers: &HeaderMap,
-        method: &Method,
-        port: u16,
-    ) -> Option<String> {
+    pub fn rewrite_path(&self, request: &RequestFacts<'_>) -> Option<String> {
         let to = self.rewrite_uri.as_deref()?;
+        let (path, query) = (request.path, request.query);
         let uri = self
             .matches
             .iter()
-            .find(|m| m.matches(path, headers, method, port))
+            .find(|m| m.matches(request))
             .and_then(|m| m.uri.as_ref());
         let rest = match uri {
             Some(Matcher::Prefix(prefix)) => path.get(prefix.len()..).unwrap_or_default(),
@@ -356,14 +390,9 @@ pub struct TcpRoute {
 /// The first route of `routes` a request selects.
 pub fn select_http<'a>(
     routes: &'a [HttpRoute],
-    path: &str,
-    headers: &HeaderMap,
-    method: &Method,
-    port: u16,
+    request: &RequestFacts<'_>,
 ) -> Option<&'a HttpRoute> {
-    routes
-        .iter()
-        .find(|r| r.matches(path, headers, method, port))
+    routes.iter().find(|r| r.matches(request))
 }
 
 /// A destination drawn by weight, with `unit` uniform in [0, 1).
@@ -452,6 +481,26 @@ pub fn http_routes(routes: &[pb::HttpRouteView], at: &str) -> Result<Vec<HttpRou
                             .transpose()?,
                         port: u16::try_from(m.port).ok().filter(|p| *p != 0),
                         ignore_uri_case: m.ignore_uri_case,
+                        scheme: m
+                            .scheme
+                            .as_ref()
+                            .map(|u| Matcher::from_proto(u, &at))
+                            .transpose()?,
+                        authority: m
+                            .authority
+                            .as_ref()
+                            .map(|u| Matcher::from_proto(u, &at))
+                            .transpose()?,
+                        query: m
+                            .query_params
+                            .iter()
+                            .map(|q| {
+                                let value = q.value.as_ref().ok_or_else(|| {
+                                    super::proto::field(&at, "query match without value")
+                                })?;
+                                Ok((q.name.clone(), Matcher::from_proto(value, &at)?))
+                            })
+                            .collect::<Result<_, InvalidView>>()?,
                     })
                 })
                 .collect::<Result<_, InvalidView>>()?;
@@ -534,6 +583,20 @@ mod tests {
         assert_eq!(draw(&ds, 0.999).unwrap().host, "b");
     }
 
+    static NO_HEADERS: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
+
+    fn facts<'a>(path: &'a str, query: Option<&'a str>) -> RequestFacts<'a> {
+        RequestFacts {
+            path,
+            query,
+            scheme: "http",
+            authority: "web:8080",
+            headers: &NO_HEADERS,
+            method: &Method::GET,
+            port: 8080,
+        }
+    }
+
     fn route(matches: &[Option<Matcher>], rewrite: &str) -> HttpRoute {
         HttpRoute {
             name: String::new(),
@@ -545,6 +608,9 @@ mod tests {
                     method: None,
                     port: None,
                     ignore_uri_case: false,
+                    scheme: None,
+                    authority: None,
+                    query: Vec::new(),
                 })
                 .collect(),
             destinations: Vec::new(),
@@ -585,16 +651,56 @@ mod tests {
         ];
         for (matches, to, path, query, want) in cases {
             let got = route(matches, to)
-                .rewrite_path(path, query, &HeaderMap::new(), &Method::GET, 80)
+                .rewrite_path(&facts(path, query))
                 .unwrap();
             assert_eq!(got, want, "{path} with {to}");
         }
         let mut none = route(&[], "/x");
         none.rewrite_uri = None;
-        assert_eq!(
-            none.rewrite_path("/a", None, &HeaderMap::new(), &Method::GET, 80),
-            None
-        );
+        assert_eq!(none.rewrite_path(&facts("/a", None)), None);
+    }
+
+    #[test]
+    fn query_authority_and_scheme_conditions() {
+        // Istio: "For a query parameter like "?key", the map key would be "key" and the string
+        // match could be defined as exact: """; regexes match the whole value.
+        let m = HttpMatch {
+            uri: None,
+            headers: Vec::new(),
+            method: None,
+            port: None,
+            ignore_uri_case: false,
+            scheme: Some(Matcher::Exact("http".into())),
+            authority: Some(Matcher::Prefix("web".into())),
+            query: vec![
+                ("debug".into(), Matcher::Exact(String::new())),
+                (
+                    "v".into(),
+                    Matcher::Regex(Regex::new(r"^(?:\d+)$").unwrap()),
+                ),
+            ],
+        };
+        let cases = [
+            (Some("debug&v=12"), "web:8080", true),
+            (Some("v=12&debug"), "web", true),
+            (Some("debug=&v=7"), "web", true),
+            (Some("debug&v=a12"), "web", false),
+            (Some("v=12"), "web", false),
+            (None, "web", false),
+            (Some("debug&v=12"), "api:8080", false),
+        ];
+        for (query, authority, want) in cases {
+            let facts = RequestFacts {
+                authority,
+                ..facts("/", query)
+            };
+            assert_eq!(m.matches(&facts), want, "{query:?} {authority}");
+        }
+        let https = RequestFacts {
+            scheme: "https",
+            ..facts("/", Some("debug&v=1"))
+        };
+        assert!(!m.matches(&https));
     }
 
     #[test]
