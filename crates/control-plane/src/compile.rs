@@ -321,6 +321,19 @@ fn services_for(mesh: &Mesh, client: &WorkloadInstance) -> Vec<ServiceView> {
         .collect()
 }
 
+/// Matches of named values (headers, query parameters) on the wire.
+fn wire_named_matches(
+    matches: &std::collections::BTreeMap<String, StringMatch>,
+) -> Vec<HeaderMatchView> {
+    matches
+        .iter()
+        .map(|(name, value)| HeaderMatchView {
+            name: name.clone(),
+            value: Some(wire_string_match(value)),
+        })
+        .collect()
+}
+
 /// A route's header changes on the wire.
 fn wire_headers(ops: &HeaderOperations) -> WireHeaderOperations {
     WireHeaderOperations {
@@ -378,27 +391,13 @@ fn attach_routes(mesh: &Mesh, client: &WorkloadInstance, view: &mut ServiceView)
             .filter(|m| is_source(&m.source_labels, &m.source_namespace))
             .map(|m| HttpMatchView {
                 uri: m.uri.as_ref().map(wire_string_match),
-                headers: m
-                    .headers
-                    .iter()
-                    .map(|(name, value)| HeaderMatchView {
-                        name: name.clone(),
-                        value: Some(wire_string_match(value)),
-                    })
-                    .collect(),
+                headers: wire_named_matches(&m.headers),
                 method: m.method.as_ref().map(wire_string_match),
                 port: m.port.unwrap_or(0),
                 ignore_uri_case: m.ignore_uri_case.unwrap_or(false),
                 scheme: m.scheme.as_ref().map(wire_string_match),
                 authority: m.authority.as_ref().map(wire_string_match),
-                query_params: m
-                    .query_params
-                    .iter()
-                    .map(|(name, value)| HeaderMatchView {
-                        name: name.clone(),
-                        value: Some(wire_string_match(value)),
-                    })
-                    .collect(),
+                query_params: wire_named_matches(&m.query_params),
             })
             .collect();
         // A route whose every match needs another client never applies to this one.
