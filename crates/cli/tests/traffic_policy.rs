@@ -398,7 +398,9 @@ spec:
     fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
     route: [{destination: {host: web, subset: v1}}]
   - match: [{queryParams: {canary: {exact: "1"}}}]
-    route: [{destination: {host: web, subset: v2}}]
+    route:
+    - destination: {host: web, subset: v2}
+      headers: {request: {set: {x-canary: "yes"}}, response: {add: {x-subset: v2}}}
   - match: [{sourceNamespace: elsewhere, uri: {prefix: /env}}]
     fault: {abort: {httpStatus: 500, percentage: {value: 100}}}
     route: [{destination: {host: web, subset: v1}}]
@@ -494,6 +496,16 @@ fn virtual_service_routes_split_retry_time_out_and_inject_faults() {
         let (code, body) = vs_get("http://web:8080/env?canary=1", &[]);
         assert!(body.contains("web-3"), "{code} {body}");
     }
+    // The drawn destination's headers: its request and response changes.
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-D", "-"])
+        .args(["-x", &format!("http://{VS_NET}.1.1:15001")])
+        .arg("http://web:8080/anything?canary=1")
+        .output()
+        .unwrap();
+    let answer = stdout(&out).to_ascii_lowercase();
+    assert!(answer.contains("x-subset: v2"), "{answer}");
+    assert!(answer.contains(r#""x-canary": "yes""#), "{answer}");
     // The default route splits 80/20 between the subsets.
     let total = 200;
     let v2 = (0..total).filter(|_| who(&[]) == "web-3").count();

@@ -376,6 +376,16 @@ fn attach_routes(mesh: &Mesh, client: &WorkloadInstance, view: &mut ServiceView)
                 } else {
                     d.weight.map_or(0, |w| u32::try_from(w).unwrap_or(0))
                 },
+                request_headers: d
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.request.as_ref())
+                    .map(wire_headers),
+                response_headers: d
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.response.as_ref())
+                    .map(wire_headers),
             })
             .collect()
     };

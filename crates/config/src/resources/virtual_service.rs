@@ -199,9 +199,9 @@ pub struct RouteDestination {
     /// Share of the traffic (all weights of a route add up to 100, or one destination).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i64>,
-    /// Not supported.
+    /// Header changes when this destination is drawn (before the route's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<serde_json::Value>,
+    pub headers: Option<Headers>,
 }
 
 /// `destination`.

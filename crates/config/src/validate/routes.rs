@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::Issues;
 use crate::resources::virtual_service::{
-    Fault, HeaderOperations, HttpRoute, Percent, Retries, Rewrite, RouteDestination, StringMatch,
-    TcpRoute, VirtualServiceSpec,
+    Fault, HeaderOperations, Headers, HttpRoute, Percent, Retries, Rewrite, RouteDestination,
+    StringMatch, TcpRoute, VirtualServiceSpec,
 };
 
 /// Envoy's retry conditions Meshward applies to HTTP/1.1 upstreams.
@@ -88,14 +88,7 @@ fn http_route(route: &HttpRoute, base: &str, issues: &mut Issues) {
         rewrite_policy(rewrite, route, &format!("{base}.rewrite"), issues);
     }
     if let Some(headers) = &route.headers {
-        for (ops, part) in [
-            (&headers.request, "request"),
-            (&headers.response, "response"),
-        ] {
-            if let Some(ops) = ops {
-                header_operations(ops, &format!("{base}.headers.{part}"), issues);
-            }
-        }
+        headers_policy(headers, &format!("{base}.headers"), issues);
     }
     for (i, m) in route.matches.iter().enumerate() {
         let at = format!("{base}.match[{i}]");
@@ -203,6 +196,18 @@ fn rewrite_policy(rewrite: &Rewrite, route: &HttpRoute, at: &str, issues: &mut I
     }
 }
 
+/// The `request` and `response` changes of a route's or a destination's `headers`.
+fn headers_policy(headers: &Headers, at: &str, issues: &mut Issues) {
+    for (ops, part) in [
+        (&headers.request, "request"),
+        (&headers.response, "response"),
+    ] {
+        if let Some(ops) = ops {
+            header_operations(ops, &format!("{at}.{part}"), issues);
+        }
+    }
+}
+
 /// Istio's `ValidateHTTPHeaderOperationName` and `ValidateHTTPHeaderValue`: valid names, no
 /// pseudo-headers, no Host (that is `rewrite.authority`), valid values.
 fn header_operations(ops: &HeaderOperations, at: &str, issues: &mut Issues) {
@@ -305,11 +310,8 @@ fn destinations(route: &[RouteDestination], base: &str, issues: &mut Issues) {
                 format!("weight {w} must be in [0, 100]"),
             );
         }
-        if d.headers.is_some() {
-            issues.error(
-                format!("{at}.headers"),
-                "`headers` is not supported by Meshward yet",
-            );
+        if let Some(headers) = &d.headers {
+            headers_policy(headers, &format!("{at}.headers"), issues);
         }
     }
     if route.len() > 1 {

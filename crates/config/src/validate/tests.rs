@@ -515,6 +515,15 @@ fn validation_rules() {
             "regex",
         ),
         (
+            "ValidateHTTPHeaderOperationName: destination headers are checked too",
+            vs(
+                "{hosts: [a], http: [{route: [{destination: {host: a}, headers: {request: {set: {':path': /x}}}}]}]}",
+            ),
+            Severity::Error,
+            "spec.http[0].route[0].headers.request.set",
+            "pseudo-headers",
+        ),
+        (
             "HTTPMatchRequest.queryParams: prefix matching is not supported",
             vs(
                 "{hosts: [a], http: [{match: [{queryParams: {v: {prefix: '1'}}}], route: [{destination: {host: a}}]}]}",

@@ -317,6 +317,15 @@ impl Outbound {
     ) -> Result<(usize, u16, Option<String>), Refused> {
         let d = draw(destinations, fast_unit())
             .ok_or_else(|| Refused::no_route("the route has no destination"))?;
+        Self::target(view, d, port)
+    }
+
+    /// The service, port and subset of the destination `d` for a request to `port`.
+    fn target(
+        view: &View,
+        d: &Weighted,
+        port: u16,
+    ) -> Result<(usize, u16, Option<String>), Refused> {
         let index = view
             .services
             .iter()
@@ -620,12 +629,19 @@ impl Outbound {
                 tokio::time::sleep(delay).await;
             }
         }
-        let target = match &route {
-            Some(route) => match Self::routed(&view, &route.destinations, port) {
-                Ok(target) => target,
-                Err(refused) => return self.refuse(ex, view.services.get(index), refused),
-            },
-            None => (index, port, None),
+        // The drawn destination, whose header changes apply before the route's (Envoy applies
+        // the less specific level last).
+        let (target, drawn) = match &route {
+            Some(route) => {
+                let target = draw(&route.destinations, fast_unit())
+                    .ok_or_else(|| Refused::no_route("the route has no destination"))
+                    .and_then(|d| Ok((Self::target(&view, d, port)?, d)));
+                match target {
+                    Ok((target, d)) => (target, Some(d)),
+                    Err(refused) => return self.refuse(ex, view.services.get(index), refused),
+                }
+            }
+            None => ((index, port, None), None),
         };
 
         // Origin form upstream; Host keeps the name the client used.
@@ -657,6 +673,9 @@ impl Outbound {
             }
             if let Some(host) = &route.rewrite_authority {
                 parts.headers.insert(header::HOST, host.clone());
+            }
+            if let Some(d) = drawn {
+                d.request_headers.apply(&mut parts.headers);
             }
             route.request_headers.apply(&mut parts.headers);
         }
@@ -768,6 +787,9 @@ impl Outbound {
             match outcome {
                 Ok(mut resp) => {
                     ex.upstream_responded();
+                    if let Some(d) = drawn {
+                        d.response_headers.apply(resp.headers_mut());
+                    }
                     if let Some(route) = &route {
                         route.response_headers.apply(resp.headers_mut());
                     }

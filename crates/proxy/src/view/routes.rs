@@ -149,6 +149,10 @@ pub struct Weighted {
     pub subset: Option<String>,
     /// Share, out of the route's total.
     pub weight: u32,
+    /// Changes to the request when this destination is drawn (before the route's).
+    pub request_headers: HeaderOps,
+    /// Changes to the response when this destination is drawn (before the route's).
+    pub response_headers: HeaderOps,
 }
 
 /// When a try is retried (Envoy's `retry_on`).
@@ -294,7 +298,7 @@ impl HttpRoute {
 
 /// Header changes of a route: removals first, then `set` (overwrite) and `add` (append), as
 /// Envoy evaluates them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderOps {
     remove: Vec<HeaderName>,
     set: Vec<(HeaderName, HeaderValue)>,
@@ -424,6 +428,8 @@ fn weighted(d: &pb::WeightedDestination, at: &str) -> Result<Weighted, InvalidVi
         port,
         subset: (!d.subset.is_empty()).then(|| d.subset.clone()),
         weight: d.weight,
+        request_headers: HeaderOps::from_proto(d.request_headers.as_ref(), at)?,
+        response_headers: HeaderOps::from_proto(d.response_headers.as_ref(), at)?,
     })
 }
 
@@ -571,6 +577,8 @@ mod tests {
             port: None,
             subset: None,
             weight,
+            request_headers: HeaderOps::default(),
+            response_headers: HeaderOps::default(),
         }
     }
 
