@@ -404,6 +404,11 @@ spec:
   - match: [{sourceNamespace: elsewhere, uri: {prefix: /env}}]
     fault: {abort: {httpStatus: 500, percentage: {value: 100}}}
     route: [{destination: {host: web, subset: v1}}]
+  - match: [{uri: {exact: /old}}]
+    redirect: {uri: /get, redirectCode: 302}
+  - match: [{uri: {exact: /maintenance}}]
+    directResponse: {status: 503, body: {string: "down for maintenance"}}
+    headers: {response: {set: {retry-after: "120"}}}
   - match: [{uri: {prefix: /api/}}]
     rewrite: {uri: /anything/}
     headers:
@@ -532,6 +537,30 @@ fn virtual_service_routes_split_retry_time_out_and_inject_faults() {
     assert!(answer.contains(r#""x-team": "blue""#), "{answer}");
     assert!(!answer.contains("secret"), "{answer}");
 
+    // redirect and directResponse: the sidecar answers itself.
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-D", "-"])
+        .args(["-x", &format!("http://{VS_NET}.1.1:15001")])
+        .arg("http://web:8080/old?a=1")
+        .output()
+        .unwrap();
+    let answer = stdout(&out).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 302"), "{answer}");
+    assert!(
+        answer.contains("location: http://web:8080/get?a=1"),
+        "{answer}"
+    );
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-D", "-"])
+        .args(["-x", &format!("http://{VS_NET}.1.1:15001")])
+        .arg("http://web:8080/maintenance")
+        .output()
+        .unwrap();
+    let answer = stdout(&out).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 120"), "{answer}");
+    assert!(answer.ends_with("down for maintenance"), "{answer}");
+
     // Fault injection: an abort answers without reaching the app.
     assert_eq!(vs_get("http://web:8080/teapot", &[]).0, "418");
 
@@ -567,6 +596,8 @@ fn virtual_service_routes_split_retry_time_out_and_inject_faults() {
             && text.contains("web|v1 80, web|v2 20")
             && text.contains("fault abort 418")
             && text.contains("rewrite /anything/, request headers, response headers")
+            && text.contains("redirect 302")
+            && text.contains("direct response 503, response headers")
             && text.contains("retries 3")
             && text.contains("timeout 300ms")
             && text.contains("t/web"),

@@ -918,6 +918,12 @@ async fn routes(args: &TargetArgs) -> anyhow::Result<()> {
             if let Some(status) = route["abort"][0].as_u64() {
                 policy.push(format!("fault abort {status}"));
             }
+            if let Some(code) = route["local"]["Redirect"]["code"].as_u64() {
+                policy.push(format!("redirect {code}"));
+            }
+            if let Some(status) = route["local"]["Direct"]["status"].as_u64() {
+                policy.push(format!("direct response {status}"));
+            }
             if let Some(uri) = route["rewrite_uri"].as_str() {
                 policy.push(format!("rewrite {uri}"));
             }

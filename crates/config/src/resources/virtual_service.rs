@@ -56,12 +56,12 @@ pub struct HttpRoute {
     /// Fault injection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
-    /// Not supported.
+    /// Answer with a redirect instead of forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redirect: Option<serde_json::Value>,
-    /// Not supported.
+    pub redirect: Option<Redirect>,
+    /// Answer with this response instead of forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub direct_response: Option<serde_json::Value>,
+    pub direct_response: Option<DirectResponse>,
     /// Not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegate: Option<serde_json::Value>,
@@ -86,6 +86,51 @@ pub struct HttpRoute {
     /// Header changes of the request and of its response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Headers>,
+}
+
+/// `redirect` of an HTTP route.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Redirect {
+    /// The new path (the whole path, whatever the match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// The new host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    /// The new port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    /// `FROM_PROTOCOL_DEFAULT` or `FROM_REQUEST_PORT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derive_port: Option<String>,
+    /// The new scheme.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// The status (default 301).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_code: Option<u32>,
+}
+
+/// `directResponse` of an HTTP route.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DirectResponse {
+    /// The status.
+    pub status: u32,
+    /// The body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<DirectBody>,
+}
+
+/// The body of a `directResponse`: text, or bytes in base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum DirectBody {
+    /// Text.
+    String(String),
+    /// Base64.
+    Bytes(String),
 }
 
 /// `rewrite` of an HTTP route.

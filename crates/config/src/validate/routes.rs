@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::Issues;
 use crate::resources::virtual_service::{
-    Fault, HeaderOperations, Headers, HttpRoute, Percent, Retries, Rewrite, RouteDestination,
-    StringMatch, TcpRoute, VirtualServiceSpec,
+    DirectBody, DirectResponse, Fault, HeaderOperations, Headers, HttpRoute, Percent, Redirect,
+    Retries, Rewrite, RouteDestination, StringMatch, TcpRoute, VirtualServiceSpec,
 };
 
 /// Envoy's retry conditions Meshward applies to HTTP/1.1 upstreams.
@@ -74,8 +74,6 @@ fn http_route(route: &HttpRoute, base: &str, issues: &mut Issues) {
         issues,
         base,
         &[
-            ("redirect", route.redirect.is_some()),
-            ("directResponse", route.direct_response.is_some()),
             ("delegate", route.delegate.is_some()),
             ("mirror", route.mirror.is_some()),
             ("mirrors", route.mirrors.is_some()),
@@ -141,7 +139,26 @@ fn http_route(route: &HttpRoute, base: &str, issues: &mut Issues) {
             issues.error(format!("{at}.port"), format!("port {port} out of range"));
         }
     }
-    destinations(&route.route, base, issues);
+    // Istio's validateHTTPRoute: exactly one of route, redirect and directResponse.
+    let local = route.redirect.is_some() || route.direct_response.is_some();
+    if route.redirect.is_some() && route.direct_response.is_some() {
+        issues.error(base, "redirect and directResponse cannot both be set");
+    }
+    if local && !route.route.is_empty() {
+        issues.error(
+            format!("{base}.route"),
+            "HTTP route cannot contain both route and redirect or directResponse",
+        );
+    }
+    if let Some(redirect) = &route.redirect {
+        redirect_policy(redirect, &format!("{base}.redirect"), issues);
+    }
+    if let Some(direct) = &route.direct_response {
+        direct_response_policy(direct, &format!("{base}.directResponse"), issues);
+    }
+    if !local {
+        destinations(&route.route, base, issues);
+    }
     if let Some(timeout) = route.timeout
         && timeout.0 < Duration::from_millis(1)
     {
@@ -194,6 +211,102 @@ fn rewrite_policy(rewrite: &Rewrite, route: &HttpRoute, at: &str, issues: &mut I
     {
         issues.error(format!("{at}.authority"), "not a valid Host header value");
     }
+}
+
+/// Istio's `validateHTTPRedirect`: something to change, a 3xx code, known port policy.
+fn redirect_policy(redirect: &Redirect, at: &str, issues: &mut Issues) {
+    let Redirect {
+        uri,
+        authority,
+        port,
+        derive_port,
+        scheme,
+        redirect_code,
+    } = redirect;
+    if uri.is_none()
+        && authority.is_none()
+        && port.is_none()
+        && derive_port.is_none()
+        && scheme.is_none()
+    {
+        issues.error(at, "redirect must specify URI, authority, scheme, or port");
+    }
+    if let Some(code) = redirect_code
+        && !matches!(code, 301 | 302 | 303 | 307 | 308)
+    {
+        issues.error(
+            format!("{at}.redirectCode"),
+            format!("{code} is not a redirect code (301, 302, 303, 307 or 308)"),
+        );
+    }
+    if let Some(port) = port
+        && !(1..=65535).contains(port)
+    {
+        issues.error(format!("{at}.port"), format!("port {port} out of range"));
+    }
+    if port.is_some() && derive_port.is_some() {
+        issues.error(at, "port and derivePort cannot both be set");
+    }
+    if let Some(derive) = derive_port
+        && !matches!(
+            derive.as_str(),
+            "FROM_PROTOCOL_DEFAULT" | "FROM_REQUEST_PORT"
+        )
+    {
+        issues.error(
+            format!("{at}.derivePort"),
+            format!("unknown value {derive:?}"),
+        );
+    }
+    for (field, value) in [("uri", uri), ("authority", authority), ("scheme", scheme)] {
+        if let Some(value) = value
+            && (value.is_empty() || !header_value(value) || value.contains(' '))
+        {
+            issues.error(
+                format!("{at}.{field}"),
+                "must be non-empty, without spaces or control characters",
+            );
+        }
+    }
+}
+
+/// Istio's `validateHTTPDirectResponse`: a status in [200, 599], a body of at most 1 MiB.
+fn direct_response_policy(direct: &DirectResponse, at: &str, issues: &mut Issues) {
+    if !(200..=599).contains(&direct.status) {
+        issues.error(
+            format!("{at}.status"),
+            format!("status {} must be in [200, 599]", direct.status),
+        );
+    }
+    let size = match &direct.body {
+        Some(DirectBody::String(text)) => text.len(),
+        Some(DirectBody::Bytes(b64)) => b64.len() / 4 * 3,
+        None => 0,
+    };
+    if size > MAX_DIRECT_BODY {
+        issues.error(
+            format!("{at}.body"),
+            format!("body of {size} bytes is over the 1 MiB limit"),
+        );
+    }
+    if let Some(DirectBody::Bytes(b64)) = &direct.body
+        && !base64_text(b64)
+    {
+        issues.error(format!("{at}.body.bytes"), "not base64");
+    }
+}
+
+/// Istio's limit on a `directResponse` body.
+const MAX_DIRECT_BODY: usize = 1 << 20;
+
+/// Standard base64 with padding.
+fn base64_text(text: &str) -> bool {
+    text.len().is_multiple_of(4)
+        && text.trim_end_matches('=').len() + 2 >= text.len()
+        && text
+            .trim_end_matches('=')
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 /// The `request` and `response` changes of a route's or a destination's `headers`.

@@ -524,6 +524,27 @@ fn validation_rules() {
             "pseudo-headers",
         ),
         (
+            "validateHTTPRoute: route and redirect are exclusive",
+            vs("{hosts: [a], http: [{redirect: {uri: /b}, route: [{destination: {host: a}}]}]}"),
+            Severity::Error,
+            "spec.http[0].route",
+            "cannot contain both route and redirect",
+        ),
+        (
+            "validateHTTPRedirect: a redirect code is 3xx",
+            vs("{hosts: [a], http: [{redirect: {uri: /b, redirectCode: 200}}]}"),
+            Severity::Error,
+            "spec.http[0].redirect.redirectCode",
+            "not a redirect code",
+        ),
+        (
+            "validateHTTPDirectResponse: status in [200, 599]",
+            vs("{hosts: [a], http: [{directResponse: {status: 100}}]}"),
+            Severity::Error,
+            "spec.http[0].directResponse.status",
+            "[200, 599]",
+        ),
+        (
             "HTTPMatchRequest.queryParams: prefix matching is not supported",
             vs(
                 "{hosts: [a], http: [{match: [{queryParams: {v: {prefix: '1'}}}], route: [{destination: {host: a}}]}]}",
@@ -640,6 +661,8 @@ fn a_valid_policy_has_no_issue() {
     assert_eq!(issues(&vs(routes)), vec![], "{routes}");
     let matches = "{hosts: [a], http: [{match: [{scheme: {exact: http}, authority: {prefix: a}, queryParams: {debug: {exact: ''}, v: {regex: '[0-9]+'}}, sourceNamespace: front}], route: [{destination: {host: a}}]}], tcp: [{match: [{sourceNamespace: front}], route: [{destination: {host: a}}]}]}";
     assert_eq!(issues(&vs(matches)), vec![], "{matches}");
+    let local = "{hosts: [a], http: [{match: [{uri: {exact: /old}}], redirect: {uri: /new, authority: b, derivePort: FROM_REQUEST_PORT}}, {directResponse: {status: 503, body: {bytes: ZG93bg==}}}]}";
+    assert_eq!(issues(&vs(local)), vec![], "{local}");
     // connectionPool.tcp.idleTimeout: "If set to 0s, the timeout will be disabled."
     for idle in ["0s", "1s", "1h"] {
         let spec = format!(

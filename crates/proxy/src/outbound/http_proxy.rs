@@ -30,7 +30,7 @@ use crate::metrics::istio::NO_FLAGS;
 use crate::telemetry::{Exchange, Metered, Started, TcpRecord};
 use crate::tls::{ALPN_HTTP1, ALPN_TCP};
 use crate::view::policy::Balance;
-use crate::view::routes::{RequestFacts, Retries, Weighted, draw, select_http};
+use crate::view::routes::{LocalReply, RequestFacts, Retries, Weighted, draw, select_http};
 use crate::view::{Address, Policy, ResolveError, Route, Service, View};
 use crate::web::{Body, full, http1_server, reply, serve_until};
 
@@ -627,6 +627,45 @@ impl Outbound {
                 && roll(percent)
             {
                 tokio::time::sleep(delay).await;
+            }
+            if let Some(local) = &route.local {
+                let host = parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or(authority.as_str());
+                let (path, query) = (parts.uri.path(), parts.uri.query());
+                let mut resp = match local {
+                    LocalReply::Direct { status, body } => {
+                        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+                        let mut resp = Response::new(full(body.clone()));
+                        *resp.status_mut() = status;
+                        if !body.is_empty() {
+                            resp.headers_mut().insert(
+                                header::CONTENT_TYPE,
+                                HeaderValue::from_static("text/plain"),
+                            );
+                        }
+                        resp
+                    }
+                    LocalReply::Redirect { code, .. } => {
+                        let status =
+                            StatusCode::from_u16(*code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+                        let mut resp = Response::new(full(Bytes::new()));
+                        *resp.status_mut() = status;
+                        let location = local.location("http", host, path, query);
+                        if let Some(location) =
+                            location.and_then(|l| HeaderValue::from_str(&l).ok())
+                        {
+                            resp.headers_mut().insert(header::LOCATION, location);
+                        }
+                        resp
+                    }
+                };
+                route.response_headers.apply(resp.headers_mut());
+                ex.local(NO_FLAGS, "direct_response");
+                ex.set_link(self.unreached(view.services.get(index)));
+                return ex.respond(resp);
             }
         }
         // The drawn destination, whose header changes apply before the route's (Envoy applies

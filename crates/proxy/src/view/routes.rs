@@ -258,6 +258,106 @@ pub struct HttpRoute {
     /// `rewrite.authority`: the Host sent upstream.
     #[serde(serialize_with = "optional_value")]
     pub rewrite_authority: Option<HeaderValue>,
+    /// `redirect` or `directResponse`: the sidecar answers instead of forwarding.
+    pub local: Option<LocalReply>,
+}
+
+/// An answer a route gives itself.
+#[derive(Debug, Clone, Serialize)]
+pub enum LocalReply {
+    /// `redirect`: `None` keeps what the request had.
+    Redirect {
+        /// The whole new path (a query in it replaces the request's).
+        uri: Option<String>,
+        /// The new Host.
+        authority: Option<String>,
+        /// The new port; `port_from_request`: the request's; neither: the scheme's default
+        /// when `authority` is set, else the request's.
+        port: Option<u16>,
+        /// `derivePort: FROM_REQUEST_PORT`.
+        port_from_request: bool,
+        /// The new scheme.
+        scheme: Option<String>,
+        /// 301, 302, 303, 307 or 308.
+        code: u16,
+    },
+    /// `directResponse`.
+    Direct {
+        /// The status.
+        status: u16,
+        /// The body.
+        #[serde(serialize_with = "lossy_text")]
+        body: bytes::Bytes,
+    },
+}
+
+impl LocalReply {
+    /// The `Location` of a redirect of a request for `path`/`query` sent to `authority`
+    /// (`host[:port]`) over `scheme`; `None` for a direct response.
+    pub fn location(
+        &self,
+        scheme: &str,
+        authority: &str,
+        path: &str,
+        query: Option<&str>,
+    ) -> Option<String> {
+        let Self::Redirect {
+            uri,
+            authority: new_authority,
+            port,
+            port_from_request,
+            scheme: new_scheme,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let (host, request_port) = split_port(authority);
+        let host = match new_authority {
+            Some(a) => split_port(a).0,
+            None => host,
+        };
+        let port = match (port, port_from_request, new_authority) {
+            (Some(p), _, _) => Some(p.to_string()),
+            (None, true, _) => request_port.map(str::to_owned),
+            (None, false, Some(a)) => split_port(a).1.map(str::to_owned),
+            (None, false, None) => request_port.map(str::to_owned),
+        };
+        let mut out = format!("{}://{host}", new_scheme.as_deref().unwrap_or(scheme));
+        if let Some(port) = port {
+            out.push(':');
+            out.push_str(&port);
+        }
+        match uri {
+            Some(uri) => out.push_str(uri),
+            None => out.push_str(path),
+        }
+        if let Some(query) = query
+            && !uri.as_deref().is_some_and(|u| u.contains('?'))
+        {
+            out.push('?');
+            out.push_str(query);
+        }
+        Some(out)
+    }
+}
+
+/// `host:port` as (host, port); IPv6 literals keep their brackets.
+fn split_port(authority: &str) -> (&str, Option<&str>) {
+    match authority.rsplit_once(':') {
+        Some((host, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && !host.ends_with(':') =>
+        {
+            (host, Some(port))
+        }
+        _ => (authority, None),
+    }
+}
+
+fn lossy_text<S: Serializer>(body: &bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(body))
 }
 
 impl HttpRoute {
@@ -510,7 +610,35 @@ pub fn http_routes(routes: &[pb::HttpRouteView], at: &str) -> Result<Vec<HttpRou
                     })
                 })
                 .collect::<Result<_, InvalidView>>()?;
-            let destinations = destinations(&r.destinations, &at)?;
+            let local = match (&r.redirect, &r.direct_response) {
+                (Some(redirect), _) => Some(LocalReply::Redirect {
+                    uri: (!redirect.uri.is_empty()).then(|| redirect.uri.clone()),
+                    authority: (!redirect.authority.is_empty()).then(|| redirect.authority.clone()),
+                    port: u16::try_from(redirect.port).ok().filter(|p| *p != 0),
+                    port_from_request: redirect.port_from_request,
+                    scheme: (!redirect.scheme.is_empty()).then(|| redirect.scheme.clone()),
+                    code: u16::try_from(redirect.code)
+                        .ok()
+                        .filter(|c| (300..=399).contains(c))
+                        .unwrap_or(301),
+                }),
+                (None, Some(direct)) => Some(LocalReply::Direct {
+                    status: u16::try_from(direct.status)
+                        .ok()
+                        .filter(|s| (200..=599).contains(s))
+                        .ok_or_else(|| {
+                            super::proto::field(&at, "direct response status out of range")
+                        })?,
+                    body: bytes::Bytes::from(direct.body.clone()),
+                }),
+                (None, None) => None,
+            };
+            // A route that answers itself has no destination.
+            let destinations = if local.is_some() {
+                Vec::new()
+            } else {
+                destinations(&r.destinations, &at)?
+            };
             Ok(HttpRoute {
                 name: r.name.clone(),
                 matches,
@@ -533,6 +661,7 @@ pub fn http_routes(routes: &[pb::HttpRouteView], at: &str) -> Result<Vec<HttpRou
                 request_headers: HeaderOps::from_proto(r.request_headers.as_ref(), &at)?,
                 response_headers: HeaderOps::from_proto(r.response_headers.as_ref(), &at)?,
                 rewrite_uri: (!r.rewrite_uri.is_empty()).then(|| r.rewrite_uri.clone()),
+                local,
                 rewrite_authority: match r.rewrite_authority.as_str() {
                     "" => None,
                     host => Some(HeaderValue::from_str(host).map_err(|_| {
@@ -630,6 +759,7 @@ mod tests {
             response_headers: HeaderOps::default(),
             rewrite_uri: Some(rewrite.to_owned()),
             rewrite_authority: None,
+            local: None,
         }
     }
 
@@ -709,6 +839,66 @@ mod tests {
             ..facts("/", Some("debug&v=1"))
         };
         assert!(!m.matches(&https));
+    }
+
+    #[test]
+    fn redirect_locations() {
+        // Istio's HTTPRedirect: "the entire path will be replaced"; derivePort
+        // FROM_PROTOCOL_DEFAULT drops the port, FROM_REQUEST_PORT keeps the request's.
+        let redirect = |uri: Option<&str>,
+                        authority: Option<&str>,
+                        port,
+                        from_request,
+                        scheme: Option<&str>| {
+            LocalReply::Redirect {
+                uri: uri.map(str::to_owned),
+                authority: authority.map(str::to_owned),
+                port,
+                port_from_request: from_request,
+                scheme: scheme.map(str::to_owned),
+                code: 301,
+            }
+        };
+        let cases = [
+            (
+                redirect(Some("/new"), None, None, false, None),
+                "http://web:8080/new?a=1",
+            ),
+            (
+                redirect(Some("/new?b=2"), None, None, false, None),
+                "http://web:8080/new?b=2",
+            ),
+            (
+                redirect(None, Some("api"), None, false, None),
+                "http://api/old?a=1",
+            ),
+            (
+                redirect(None, Some("api"), None, true, None),
+                "http://api:8080/old?a=1",
+            ),
+            (
+                redirect(None, Some("api:9000"), None, false, None),
+                "http://api:9000/old?a=1",
+            ),
+            (
+                redirect(None, None, Some(8443), false, Some("https")),
+                "https://web:8443/old?a=1",
+            ),
+        ];
+        for (reply, want) in cases {
+            assert_eq!(
+                reply
+                    .location("http", "web:8080", "/old", Some("a=1"))
+                    .as_deref(),
+                Some(want),
+                "{reply:?}"
+            );
+        }
+        let direct = LocalReply::Direct {
+            status: 503,
+            body: bytes::Bytes::new(),
+        };
+        assert_eq!(direct.location("http", "web", "/", None), None);
     }
 
     #[test]
