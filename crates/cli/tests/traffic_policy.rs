@@ -445,6 +445,17 @@ spec:
     .concat()
 }
 
+/// The whole answer, head and body, in lower case, through the client's sidecar.
+fn vs_answer(url: &str, headers: &[&str]) -> String {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--max-time", "10", "-D", "-"])
+        .args(["-x", &format!("http://{VS_NET}.1.1:15001")]);
+    for header in headers {
+        cmd.args(["-H", header]);
+    }
+    stdout(&cmd.arg(url).output().unwrap()).to_ascii_lowercase()
+}
+
 fn vs_get(url: &str, headers: &[&str]) -> (String, String) {
     curl(&["-x", &format!("http://{VS_NET}.1.1:15001"), url], headers)
 }
@@ -502,13 +513,7 @@ fn virtual_service_routes_split_retry_time_out_and_inject_faults() {
         assert!(body.contains("web-3"), "{code} {body}");
     }
     // The drawn destination's headers: its request and response changes.
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "10", "-D", "-"])
-        .args(["-x", &format!("http://{VS_NET}.1.1:15001")])
-        .arg("http://web:8080/anything?canary=1")
-        .output()
-        .unwrap();
-    let answer = stdout(&out).to_ascii_lowercase();
+    let answer = vs_answer("http://web:8080/anything?canary=1", &[]);
     assert!(answer.contains("x-subset: v2"), "{answer}");
     assert!(answer.contains(r#""x-canary": "yes""#), "{answer}");
     // The default route splits 80/20 between the subsets.
@@ -521,14 +526,10 @@ fn virtual_service_routes_split_retry_time_out_and_inject_faults() {
     );
     // rewrite and headers: the app sees /anything/… with the route's request headers, the
     // client the route's response header.
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "10", "-D", "-"])
-        .args(["-x", &format!("http://{VS_NET}.1.1:15001")])
-        .args(["-H", "x-drop: secret", "-H", "x-team: red"])
-        .arg("http://web:8080/api/items?a=1")
-        .output()
-        .unwrap();
-    let answer = stdout(&out).to_ascii_lowercase();
+    let answer = vs_answer(
+        "http://web:8080/api/items?a=1",
+        &["x-drop: secret", "x-team: red"],
+    );
     assert!(answer.contains("x-served-by: mesh"), "{answer}");
     assert!(
         answer.contains(r#""url": "/anything/items?a=1""#),
@@ -538,25 +539,13 @@ fn virtual_service_routes_split_retry_time_out_and_inject_faults() {
     assert!(!answer.contains("secret"), "{answer}");
 
     // redirect and directResponse: the sidecar answers itself.
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "10", "-D", "-"])
-        .args(["-x", &format!("http://{VS_NET}.1.1:15001")])
-        .arg("http://web:8080/old?a=1")
-        .output()
-        .unwrap();
-    let answer = stdout(&out).to_ascii_lowercase();
+    let answer = vs_answer("http://web:8080/old?a=1", &[]);
     assert!(answer.starts_with("http/1.1 302"), "{answer}");
     assert!(
         answer.contains("location: http://web:8080/get?a=1"),
         "{answer}"
     );
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "10", "-D", "-"])
-        .args(["-x", &format!("http://{VS_NET}.1.1:15001")])
-        .arg("http://web:8080/maintenance")
-        .output()
-        .unwrap();
-    let answer = stdout(&out).to_ascii_lowercase();
+    let answer = vs_answer("http://web:8080/maintenance", &[]);
     assert!(answer.starts_with("http/1.1 503"), "{answer}");
     assert!(answer.contains("retry-after: 120"), "{answer}");
     assert!(answer.ends_with("down for maintenance"), "{answer}");
