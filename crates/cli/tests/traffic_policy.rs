@@ -75,6 +75,19 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata: {{name: by-query, namespace: t}}
+spec: {{selector: {{app: web}}, ports: [{{port: 8080}}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: by-query, namespace: t}}
+spec:
+  host: by-query
+  trafficPolicy:
+    loadBalancer: {{consistentHash: {{httpQueryParameterName: user}}}}
+---
+apiVersion: v1
+kind: Service
 metadata: {{name: quiet, namespace: t}}
 spec: {{selector: {{app: web}}, ports: [{{port: 8080}}]}}
 ---
@@ -252,7 +265,8 @@ fn destination_rule_traffic_policy_is_enforced() {
     assert!(
         text.contains("maxConnections=1 http1MaxPendingRequests=1")
             && text.contains("outlier(5xx=2,gateway=0)")
-            && text.contains("HASH(x-user)"),
+            && text.contains("HASH(x-user)")
+            && text.contains("HASH(?user)"),
         "{text}{}",
         stderr(&out)
     );
@@ -270,6 +284,13 @@ fn destination_rule_traffic_policy_is_enforced() {
         assert!(first.starts_with("web-"), "{first}");
         for _ in 0..5 {
             assert_eq!(who("http://sticky:8080/env", &[&header]), first, "{user}");
+        }
+        // The same on a query parameter.
+        let url = format!("http://by-query:8080/env?user={user}");
+        let first = who(&url, &[]);
+        assert!(first.starts_with("web-"), "{first}");
+        for _ in 0..5 {
+            assert_eq!(who(&url, &[]), first, "{user}");
         }
     }
 

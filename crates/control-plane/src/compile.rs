@@ -720,6 +720,8 @@ fn wire_traffic(settings: &TrafficSettings) -> Option<TrafficPolicy> {
         wire.load_balancer = match (&lb.consistent_hash, lb.simple) {
             (Some(hash), _) => {
                 wire.hash_header = hash.http_header_name.clone().unwrap_or_default();
+                wire.hash_query_parameter =
+                    hash.http_query_parameter_name.clone().unwrap_or_default();
                 WireLb::ConsistentHash
             }
             (None, Some(SimpleLb::RoundRobin)) => WireLb::RoundRobin,

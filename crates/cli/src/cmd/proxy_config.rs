@@ -562,7 +562,11 @@ fn policy_summary(policy: &Value) -> String {
     let mut parts = vec![match &policy["balance"] {
         Value::String(lb) => lb.clone(),
         Value::Object(hash) => match hash.get("HASH") {
-            Some(Value::String(header)) => format!("HASH({header})"),
+            Some(Value::Object(on)) => match (on.get("header"), on.get("query_parameter")) {
+                (Some(Value::String(header)), _) => format!("HASH({header})"),
+                (_, Some(Value::String(name))) => format!("HASH(?{name})"),
+                _ => "HASH".to_owned(),
+            },
             _ => "HASH(source ip)".to_owned(),
         },
         _ => "ROUND_ROBIN".to_owned(),

@@ -140,9 +140,9 @@ pub struct ConsistentHash {
     /// Not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_cookie: Option<serde_json::Value>,
-    /// Not supported.
+    /// Hash on the first value of this query parameter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http_query_parameter_name: Option<serde_json::Value>,
+    pub http_query_parameter_name: Option<String>,
     /// Accepted: the hash needs no ring.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ring_hash: Option<serde_json::Value>,

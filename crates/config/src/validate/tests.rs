@@ -661,6 +661,8 @@ fn a_valid_policy_has_no_issue() {
     assert_eq!(issues(&vs(routes)), vec![], "{routes}");
     let matches = "{hosts: [a], http: [{match: [{scheme: {exact: http}, authority: {prefix: a}, queryParams: {debug: {exact: ''}, v: {regex: '[0-9]+'}}, sourceNamespace: front}], route: [{destination: {host: a}}]}], tcp: [{match: [{sourceNamespace: front}], route: [{destination: {host: a}}]}]}";
     assert_eq!(issues(&vs(matches)), vec![], "{matches}");
+    let hashed = "{host: a, trafficPolicy: {loadBalancer: {consistentHash: {httpQueryParameterName: user}}}}";
+    assert_eq!(issues(&dr(hashed)), vec![], "{hashed}");
     let local = "{hosts: [a], http: [{match: [{uri: {exact: /old}}], redirect: {uri: /new, authority: b, derivePort: FROM_REQUEST_PORT}}, {directResponse: {status: 503, body: {bytes: ZG93bg==}}}]}";
     assert_eq!(issues(&vs(local)), vec![], "{local}");
     // connectionPool.tcp.idleTimeout: "If set to 0s, the timeout will be disabled."

@@ -81,17 +81,17 @@ fn load_balancer(lb: &LoadBalancer, base: &str, issues: &mut Issues) {
                 "header name must not be empty",
             );
         }
+        if hash.http_query_parameter_name.as_deref() == Some("") {
+            issues.error(
+                format!("{base}.httpQueryParameterName"),
+                "query parameter name must not be empty",
+            );
+        }
         unsupported(
             issues,
             &base,
-            &[
-                ("httpCookie", hash.http_cookie.is_some()),
-                (
-                    "httpQueryParameterName",
-                    hash.http_query_parameter_name.is_some(),
-                ),
-            ],
-            "hash on httpHeaderName or useSourceIp",
+            &[("httpCookie", hash.http_cookie.is_some())],
+            "hash on httpHeaderName, httpQueryParameterName or useSourceIp",
         );
     }
 }

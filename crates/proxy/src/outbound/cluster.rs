@@ -388,7 +388,7 @@ fn random_below(n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::policy::Policy;
+    use crate::view::policy::{HashOn, Policy};
     use crate::view::{Endpoint, TlsMode};
 
     fn port(n: usize, balance: Balance) -> ServicePort {
@@ -422,7 +422,7 @@ mod tests {
 
     #[test]
     fn a_hash_key_keeps_its_endpoint() {
-        let port = port(5, Balance::Hash(Some("x-user".into())));
+        let port = port(5, Balance::Hash(HashOn::Header("x-user".into())));
         let cluster = Cluster::new("c".into());
         for user in ["alice", "bob", "carol"] {
             let first = cluster.pick(&port, Some(user.as_bytes()), &[]).unwrap();
@@ -453,7 +453,7 @@ mod tests {
             assert!(cluster.pick(&port, None, &all).is_ok());
         }
         // A consistent hash keeps its endpoint on a retry.
-        let port = port(3, Balance::Hash(Some("x-user".into())));
+        let port = port(3, Balance::Hash(HashOn::Header("x-user".into())));
         let cluster = Cluster::new("c".into());
         let first = cluster.pick(&port, Some(b"alice"), &[]).unwrap();
         let tried = [port.endpoints[first].address.clone()];

@@ -29,8 +29,10 @@ use crate::io::accept_until;
 use crate::metrics::istio::NO_FLAGS;
 use crate::telemetry::{Exchange, Metered, Started, TcpRecord};
 use crate::tls::{ALPN_HTTP1, ALPN_TCP};
-use crate::view::policy::Balance;
-use crate::view::routes::{LocalReply, RequestFacts, Retries, Weighted, draw, select_http};
+use crate::view::policy::{Balance, HashOn};
+use crate::view::routes::{
+    LocalReply, RequestFacts, Retries, Weighted, draw, query_param, select_http,
+};
 use crate::view::{Address, Policy, ResolveError, Route, Service, View};
 use crate::web::{Body, full, http1_server, reply, serve_until};
 
@@ -344,13 +346,15 @@ impl Outbound {
     }
 
     /// Picks an endpoint of `service:port` (of `subset`) by the load balancer among those not
-    /// ejected, other than `tried` ones while there are others; `headers` and `peer` give a
-    /// consistent hash its key.
+    /// ejected, other than `tried` ones while there are others; `headers`, `query` and `peer`
+    /// give a consistent hash its key.
+    #[allow(clippy::too_many_arguments)] // Each is one input of the pick.
     fn destination(
         &self,
         view: Arc<View>,
         (index, port, subset): (usize, u16, Option<String>),
         headers: &HeaderMap,
+        query: Option<&str>,
         peer: SocketAddr,
         tried: &[Address],
     ) -> Result<Resolved, Refused> {
@@ -384,8 +388,13 @@ impl Outbound {
         ));
         let ip = peer.ip().to_string();
         let key = match &service_port.policy.balance {
-            Balance::Hash(Some(header)) => headers.get(header.as_str()).map(HeaderValue::as_bytes),
-            Balance::Hash(None) => Some(ip.as_bytes()),
+            Balance::Hash(HashOn::Header(header)) => {
+                headers.get(header.as_str()).map(HeaderValue::as_bytes)
+            }
+            Balance::Hash(HashOn::QueryParameter(name)) => {
+                query_param(query, name).map(str::as_bytes)
+            }
+            Balance::Hash(HashOn::SourceIp) => Some(ip.as_bytes()),
             _ => None,
         };
         let chosen = cluster
@@ -427,7 +436,7 @@ impl Outbound {
                 .ok_or_else(|| Refused::no_route("no TCP route of the VirtualService matches"))?;
             Self::routed(&view, &route.destinations, port)?
         };
-        self.destination(Arc::clone(&view), target, headers, peer, &[])
+        self.destination(Arc::clone(&view), target, headers, None, peer, &[])
     }
 
     /// Records how an exchange with the chosen endpoint ended (outlier detection).
@@ -781,6 +790,7 @@ impl Outbound {
                 Arc::clone(&view),
                 target.clone(),
                 req.headers(),
+                req.uri().query(),
                 peer,
                 &tried,
             ) {

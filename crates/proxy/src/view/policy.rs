@@ -16,9 +16,21 @@ pub enum Balance {
     LeastRequest,
     /// At random.
     Random,
-    /// Rendezvous hashing of a request header, or of the client's address when `None`: a key
-    /// keeps its endpoint while that endpoint stays.
-    Hash(Option<String>),
+    /// Rendezvous hashing of a key of the request: a key keeps its endpoint while that
+    /// endpoint stays.
+    Hash(HashOn),
+}
+
+/// What a consistent hash hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashOn {
+    /// A request header (lower case).
+    Header(String),
+    /// The first value of a query parameter.
+    QueryParameter(String),
+    /// The client's address.
+    SourceIp,
 }
 
 /// Limits on connections and requests to all endpoints of the port (`None`: no limit).
@@ -110,7 +122,11 @@ impl Policy {
             Ok(pb::LoadBalancer::LeastRequest) => Balance::LeastRequest,
             Ok(pb::LoadBalancer::Random) => Balance::Random,
             Ok(pb::LoadBalancer::ConsistentHash) => Balance::Hash(
-                (!p.hash_header.is_empty()).then(|| p.hash_header.to_ascii_lowercase()),
+                match (p.hash_header.as_str(), p.hash_query_parameter.as_str()) {
+                    ("", "") => HashOn::SourceIp,
+                    ("", query) => HashOn::QueryParameter(query.to_owned()),
+                    (header, _) => HashOn::Header(header.to_ascii_lowercase()),
+                },
             ),
             _ => Balance::RoundRobin,
         };

@@ -129,7 +129,7 @@ impl HttpMatch {
 }
 
 /// The first value of the query parameter `name` (`""` for `?name` without `=`), as sent.
-fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+pub fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
     query?
         .split('&')
         .find_map(|pair| match pair.split_once('=') {
