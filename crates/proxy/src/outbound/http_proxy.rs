@@ -31,7 +31,7 @@ use crate::telemetry::{Exchange, Metered, Started, TcpRecord};
 use crate::tls::{ALPN_HTTP1, ALPN_TCP};
 use crate::view::policy::{Balance, HashOn};
 use crate::view::routes::{
-    LocalReply, RequestFacts, Retries, Weighted, draw, query_param, select_http,
+    HttpRoute, LocalReply, RequestFacts, Retries, Weighted, draw, query_param, select_http,
 };
 use crate::view::{Address, Policy, ResolveError, Route, Service, View};
 use crate::web::{Body, full, http1_server, reply, serve_until};
@@ -600,15 +600,11 @@ impl Outbound {
         let (route, rewritten) = if routes.is_empty() {
             (None, None)
         } else {
-            let host = parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok());
             let facts = RequestFacts {
                 path: parts.uri.path(),
                 query: parts.uri.query(),
                 scheme: "http",
-                authority: host.unwrap_or(authority.as_str()),
+                authority: client_host(&parts, &authority),
                 headers: &parts.headers,
                 method: &parts.method,
                 port,
@@ -638,47 +634,15 @@ impl Outbound {
                 tokio::time::sleep(delay).await;
             }
             if let Some(local) = &route.local {
-                let host = parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or(authority.as_str());
-                let (path, query) = (parts.uri.path(), parts.uri.query());
-                let mut resp = match local {
-                    LocalReply::Direct { status, body } => {
-                        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
-                        let mut resp = Response::new(full(body.clone()));
-                        *resp.status_mut() = status;
-                        if !body.is_empty() {
-                            resp.headers_mut().insert(
-                                header::CONTENT_TYPE,
-                                HeaderValue::from_static("text/plain"),
-                            );
-                        }
-                        resp
-                    }
-                    LocalReply::Redirect { code, .. } => {
-                        let status =
-                            StatusCode::from_u16(*code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
-                        let mut resp = Response::new(full(Bytes::new()));
-                        *resp.status_mut() = status;
-                        let location = local.location("http", host, path, query);
-                        if let Some(location) =
-                            location.and_then(|l| HeaderValue::from_str(&l).ok())
-                        {
-                            resp.headers_mut().insert(header::LOCATION, location);
-                        }
-                        resp
-                    }
-                };
+                let host = client_host(&parts, &authority);
+                let mut resp = local_response(local, host, parts.uri.path(), parts.uri.query());
                 route.response_headers.apply(resp.headers_mut());
                 ex.local(NO_FLAGS, "direct_response");
                 ex.set_link(self.unreached(view.services.get(index)));
                 return ex.respond(resp);
             }
         }
-        // The drawn destination, whose header changes apply before the route's (Envoy applies
-        // the less specific level last).
+        // The destination drawn by weight (its header changes apply with the route's).
         let (target, drawn) = match &route {
             Some(route) => {
                 let target = draw(&route.destinations, fast_unit())
@@ -709,52 +673,26 @@ impl Outbound {
         {
             parts.headers.insert(header::HOST, host);
         }
-        if let Some(route) = &route {
-            if let Some(rewritten) = rewritten {
-                match Uri::try_from(rewritten) {
-                    Ok(uri) => parts.uri = uri,
-                    Err(err) => {
-                        let refused = Refused::bad_request(&format!("rewritten path: {err}"));
-                        return self.refuse(ex, view.services.get(index), refused);
-                    }
-                }
-            }
-            if let Some(host) = &route.rewrite_authority {
-                parts.headers.insert(header::HOST, host.clone());
-            }
-            if let Some(d) = drawn {
-                d.request_headers.apply(&mut parts.headers);
-            }
-            route.request_headers.apply(&mut parts.headers);
+        if let Some(route) = &route
+            && let Err(refused) = apply_route(&mut parts, route, drawn, rewritten)
+        {
+            return self.refuse(ex, view.services.get(index), refused);
         }
         // The route's retries; without a VirtualService, Istio's default policy.
         let retries = match &route {
             Some(route) => route.retries.as_ref(),
             None => Some(&*DEFAULT_RETRIES),
         };
-        // A body that a retry can send again is read whole first (as Envoy buffers one); a
-        // larger or unannounced one streams and is tried once.
-        let keep = retries.is_some()
-            && (body.is_end_stream()
-                || body
-                    .size_hint()
-                    .exact()
-                    .is_some_and(|n| n <= RETRY_BODY_LIMIT));
-        let kept = if keep && body.is_end_stream() {
-            Ok(Bytes::new())
-        } else if keep {
-            match read_body(body).await {
-                Ok(bytes) => {
-                    ex.received_body(bytes.len() as u64);
-                    Ok(bytes)
-                }
-                Err(reason) => {
-                    let refused = Refused::bad_request(&reason);
-                    return self.refuse(ex, view.services.get(index), refused);
-                }
+        let kept = match body_for_tries(body, retries.is_some()).await {
+            Ok(Ok(bytes)) => {
+                ex.received_body(bytes.len() as u64);
+                Ok(bytes)
             }
-        } else {
-            Err(body)
+            Ok(Err(streamed)) => Err(streamed),
+            Err(reason) => {
+                let refused = Refused::bad_request(&reason);
+                return self.refuse(ex, view.services.get(index), refused);
+            }
         };
         // Tries are built from the head; what the server side attached is not sent on.
         parts.extensions.clear();
@@ -971,6 +909,67 @@ impl Outbound {
     }
 }
 
+/// The Host the client sent, else the authority of its URL.
+fn client_host<'a>(parts: &'a http::request::Parts, authority: &'a Authority) -> &'a str {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(authority.as_str())
+}
+
+/// A route's `redirect` or `directResponse` for a request for `path`/`query` sent to `host`.
+fn local_response(
+    local: &LocalReply,
+    host: &str,
+    path: &str,
+    query: Option<&str>,
+) -> Response<Body> {
+    match local {
+        LocalReply::Direct { status, body } => {
+            let mut resp = Response::new(full(body.clone()));
+            *resp.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            if !body.is_empty() {
+                let text = HeaderValue::from_static("text/plain");
+                resp.headers_mut().insert(header::CONTENT_TYPE, text);
+            }
+            resp
+        }
+        LocalReply::Redirect { code, .. } => {
+            let mut resp = Response::new(full(Bytes::new()));
+            *resp.status_mut() =
+                StatusCode::from_u16(*code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            let location = local.location("http", host, path, query);
+            if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+                resp.headers_mut().insert(header::LOCATION, location);
+            }
+            resp
+        }
+    }
+}
+
+/// What a route changes in the request head: the rewritten path and Host, then the drawn
+/// destination's header changes, then the route's (Envoy applies the less specific last).
+fn apply_route(
+    parts: &mut http::request::Parts,
+    route: &HttpRoute,
+    drawn: Option<&Weighted>,
+    rewritten: Option<String>,
+) -> Result<(), Refused> {
+    if let Some(rewritten) = rewritten {
+        parts.uri = Uri::try_from(rewritten)
+            .map_err(|err| Refused::bad_request(&format!("rewritten path: {err}")))?;
+    }
+    if let Some(host) = &route.rewrite_authority {
+        parts.headers.insert(header::HOST, host.clone());
+    }
+    if let Some(d) = drawn {
+        d.request_headers.apply(&mut parts.headers);
+    }
+    route.request_headers.apply(&mut parts.headers);
+    Ok(())
+}
+
 /// Envoy's default pause before retry `n` (1 for the first): uniformly random up to
 /// (2ⁿ − 1) × 25 ms, at most 250 ms.
 fn retry_backoff(n: u32) -> Duration {
@@ -978,6 +977,21 @@ fn retry_backoff(n: u32) -> Duration {
         .saturating_mul((1u32 << n.min(10)) - 1)
         .min(RETRY_BACKOFF_BASE * 10);
     ceiling.mul_f64(fast_unit())
+}
+
+/// The request body for the tries: when a retry may send it again and its announced length is
+/// at most [`RETRY_BODY_LIMIT`], read whole (as Envoy buffers one); else the stream, tried once.
+async fn body_for_tries(body: Incoming, retrying: bool) -> Result<Result<Bytes, Incoming>, String> {
+    if !retrying {
+        return Ok(Err(body));
+    }
+    if body.is_end_stream() {
+        return Ok(Ok(Bytes::new()));
+    }
+    match body.size_hint().exact() {
+        Some(n) if n <= RETRY_BODY_LIMIT => read_body(body).await.map(Ok),
+        _ => Ok(Err(body)),
+    }
 }
 
 /// Reads a request body of announced length (at most [`RETRY_BODY_LIMIT`]) whole, within
