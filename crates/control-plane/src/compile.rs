@@ -322,29 +322,6 @@ fn services_for(mesh: &Mesh, client: &WorkloadInstance) -> Vec<ServiceView> {
         .collect()
 }
 
-/// Standard base64 (validated at apply time) as bytes; what does not decode is dropped.
-fn decode_base64(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    };
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let (mut acc, mut bits) = (0u32, 0);
-    for sextet in text.bytes().take_while(|b| *b != b'=').filter_map(value) {
-        acc = (acc << 6) | u32::from(sextet);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
-}
-
 /// Matches of named values (headers, query parameters) on the wire.
 fn wire_named_matches(
     matches: &std::collections::BTreeMap<String, StringMatch>,
@@ -485,11 +462,12 @@ fn attach_routes(mesh: &Mesh, client: &WorkloadInstance, view: &mut ServiceView)
             }),
             direct_response: route.direct_response.as_ref().map(|d| DirectResponseView {
                 status: d.status,
-                body: match &d.body {
-                    Some(DirectBody::String(text)) => text.clone().into_bytes(),
-                    Some(DirectBody::Bytes(b64)) => decode_base64(b64),
-                    None => Vec::new(),
-                },
+                // Validation refused a body that does not decode.
+                body: d
+                    .body
+                    .as_ref()
+                    .and_then(DirectBody::to_bytes)
+                    .unwrap_or_default(),
             }),
         });
     }
@@ -795,21 +773,6 @@ fn wire_tls(mode: ClientTlsMode) -> WireTls {
 mod tests {
     use super::*;
 
-    #[test]
-    fn direct_response_bytes_decode_from_base64() {
-        // RFC 4648 test vectors.
-        for (text, bytes) in [
-            ("", ""),
-            ("Zg==", "f"),
-            ("Zm8=", "fo"),
-            ("Zm9v", "foo"),
-            ("Zm9vYg==", "foob"),
-            ("Zm9vYmE=", "fooba"),
-            ("Zm9vYmFy", "foobar"),
-        ] {
-            assert_eq!(decode_base64(text), bytes.as_bytes(), "{text}");
-        }
-    }
     use meshward_config::{Limits, parse_stream};
 
     const MESH: &str = r#"

@@ -133,6 +133,43 @@ pub enum DirectBody {
     Bytes(String),
 }
 
+impl DirectBody {
+    /// The body's bytes; `None` when `bytes` is not standard base64 with padding.
+    pub fn to_bytes(&self) -> Option<Vec<u8>> {
+        match self {
+            Self::String(text) => Some(text.clone().into_bytes()),
+            Self::Bytes(b64) => decode_base64(b64),
+        }
+    }
+}
+
+/// Standard base64 with padding (RFC 4648 §4).
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let data = text.trim_end_matches('=');
+    if !text.len().is_multiple_of(4) || text.len() - data.len() > 2 {
+        return None;
+    }
+    let sextet = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(data.len() / 4 * 3 + 2);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in data.bytes() {
+        acc = (acc << 6) | u32::from(sextet(c)?);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
 /// `rewrite` of an HTTP route.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -375,4 +412,28 @@ pub struct L4Match {
     /// Not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateways: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_response_bytes_decode_from_base64() {
+        // RFC 4648 test vectors.
+        for (text, bytes) in [
+            ("", ""),
+            ("Zg==", "f"),
+            ("Zm8=", "fo"),
+            ("Zm9v", "foo"),
+            ("Zm9vYg==", "foob"),
+            ("Zm9vYmE=", "fooba"),
+            ("Zm9vYmFy", "foobar"),
+        ] {
+            assert_eq!(decode_base64(text).unwrap(), bytes.as_bytes(), "{text}");
+        }
+        for bad in ["Zg=", "Z!==", "Zm9vY==="] {
+            assert_eq!(decode_base64(bad), None, "{bad}");
+        }
+    }
 }

@@ -278,36 +278,21 @@ fn direct_response_policy(direct: &DirectResponse, at: &str, issues: &mut Issues
             format!("status {} must be in [200, 599]", direct.status),
         );
     }
-    let size = match &direct.body {
-        Some(DirectBody::String(text)) => text.len(),
-        Some(DirectBody::Bytes(b64)) => b64.len() / 4 * 3,
-        None => 0,
-    };
+    let bytes = direct.body.as_ref().map(DirectBody::to_bytes);
+    let size = bytes.as_ref().map_or(0, |b| b.as_ref().map_or(0, Vec::len));
     if size > MAX_DIRECT_BODY {
         issues.error(
             format!("{at}.body"),
             format!("body of {size} bytes is over the 1 MiB limit"),
         );
     }
-    if let Some(DirectBody::Bytes(b64)) = &direct.body
-        && !base64_text(b64)
-    {
+    if matches!(bytes, Some(None)) {
         issues.error(format!("{at}.body.bytes"), "not base64");
     }
 }
 
 /// Istio's limit on a `directResponse` body.
 const MAX_DIRECT_BODY: usize = 1 << 20;
-
-/// Standard base64 with padding.
-fn base64_text(text: &str) -> bool {
-    text.len().is_multiple_of(4)
-        && text.trim_end_matches('=').len() + 2 >= text.len()
-        && text
-            .trim_end_matches('=')
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
-}
 
 /// The `request` and `response` changes of a route's or a destination's `headers`.
 fn headers_policy(headers: &Headers, at: &str, issues: &mut Issues) {

@@ -58,6 +58,8 @@ const BODY_READ: Duration = Duration::from_secs(10);
 const POOL_READY: Duration = Duration::from_secs(1);
 /// How often a request queued for a connection looks for a free one.
 const PENDING_POLL: Duration = Duration::from_millis(5);
+/// Where a request goes: a service of the view (by index), its port and a subset.
+type Target = (usize, u16, Option<String>);
 /// Envoy's details for a response the upstream never started.
 const CONNECT_FAILED: &str = "upstream_reset_before_response_started{connection_failure}";
 const CONNECTION_ENDED: &str = "upstream_reset_before_response_started{connection_termination}";
@@ -312,14 +314,14 @@ impl Outbound {
     /// The destination a VirtualService route draws (by weight) for a request to `port`: a
     /// service of the view, its port (the one asked for, else the service's only one) and
     /// subset.
-    fn routed(
+    fn routed<'d>(
         view: &View,
-        destinations: &[Weighted],
+        destinations: &'d [Weighted],
         port: u16,
-    ) -> Result<(usize, u16, Option<String>), Refused> {
+    ) -> Result<(Target, &'d Weighted), Refused> {
         let d = draw(destinations, fast_unit())
             .ok_or_else(|| Refused::no_route("the route has no destination"))?;
-        Self::target(view, d, port)
+        Ok((Self::target(view, d, port)?, d))
     }
 
     /// The service, port and subset of the destination `d` for a request to `port`.
@@ -434,7 +436,7 @@ impl Outbound {
                 .iter()
                 .find(|r| r.ports.is_empty() || r.ports.contains(&port))
                 .ok_or_else(|| Refused::no_route("no TCP route of the VirtualService matches"))?;
-            Self::routed(&view, &route.destinations, port)?
+            Self::routed(&view, &route.destinations, port)?.0
         };
         self.destination(Arc::clone(&view), target, headers, None, peer, &[])
     }
@@ -644,15 +646,10 @@ impl Outbound {
         }
         // The destination drawn by weight (its header changes apply with the route's).
         let (target, drawn) = match &route {
-            Some(route) => {
-                let target = draw(&route.destinations, fast_unit())
-                    .ok_or_else(|| Refused::no_route("the route has no destination"))
-                    .and_then(|d| Ok((Self::target(&view, d, port)?, d)));
-                match target {
-                    Ok((target, d)) => (target, Some(d)),
-                    Err(refused) => return self.refuse(ex, view.services.get(index), refused),
-                }
-            }
+            Some(route) => match Self::routed(&view, &route.destinations, port) {
+                Ok((target, d)) => (target, Some(d)),
+                Err(refused) => return self.refuse(ex, view.services.get(index), refused),
+            },
             None => ((index, port, None), None),
         };
 
